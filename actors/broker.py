@@ -1,0 +1,31 @@
+"""The RabbitMQ broker every process shares, configured from the settings.
+
+Imported for its side effect by ``actors`` (so ``dramatiq actors`` finds it) and by the server
+and CLI (so they publish to the same broker).
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import AsyncIO
+
+from actors.resources import WorkerResources
+from models.logs import configure_logging
+from models.settings import Settings, get_settings
+
+
+def build_broker(settings: Settings) -> tuple[RabbitmqBroker, WorkerResources]:
+    # confirm_delivery: a publish returns only once RabbitMQ holds the message, which is what lets
+    # a ledger transaction commit right after publishing without ever losing a batch.
+    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+    broker.add_middleware(AsyncIO())
+    resources = WorkerResources(settings)
+    broker.add_middleware(resources)
+    return broker, resources
+
+
+settings = get_settings()
+configure_logging(settings.log_level, json_lines=settings.log_json)
+broker, resources = build_broker(settings)
+dramatiq.set_broker(broker)

@@ -1,0 +1,114 @@
+"""``record_batch``: the one place that advances a job from its ledger.
+
+Records a written batch, adds its counters to the job, moves progress (never backwards), tops up
+the job's in-flight window, finishes the job after its last batch and then starts the next
+pending job. Rows are locked job-first, then batch, like every other writer, so it never
+deadlocks with the stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import dramatiq
+from sqlalchemy import text
+
+from actors.broker import resources
+from actors.dispatch import dispatch_window, promote_and_plan
+from actors.messages import COORDINATE_QUEUE
+from actors.planning import SCAN_SHARE
+from models import jobs, ledger
+from models.logs import log_context
+
+logger = logging.getLogger(__name__)
+
+
+def describe_progress(
+    counts: dict[str, int], *, files_done: int, files_total: int, files_indexed: int, chunks: int
+) -> tuple[str, str]:
+    """The phase (the pipeline stage most in-flight batches wait for) and a message naming it."""
+    stages = {"chunking": 0, "embedding": 0, "writing": 0}
+    for state, stage in ledger.IN_FLIGHT_STAGE.items():
+        stages[stage] += counts.get(state, 0)
+    # Ties go to the later stage: work further along is what finishes the job.
+    phase = max(reversed(list(stages)), key=lambda stage: stages[stage]) if any(stages.values()) else "chunking"
+    message = (
+        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks "
+        f"(in flight: {stages['chunking']} chunking, {stages['embedding']} embedding, {stages['writing']} writing)"
+    )
+    return phase, message
+
+
+@dramatiq.actor(queue_name=COORDINATE_QUEUE, max_retries=20, min_backoff=500, max_backoff=30000, time_limit=300_000)
+async def record_batch(job_id: str, batch_no: int, token: str) -> None:
+    res = await resources.get()
+    job = uuid.UUID(job_id)
+    finished = False
+    with log_context(job_id=job_id, batch=batch_no, stage="record"):
+        async with res.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT status, files_total, batches_total, batches_done, files_indexed, files_skipped, "
+                        "files_failed, chunks_created, progress_percentage FROM indexing_jobs WHERE id = :id "
+                        "FOR UPDATE"
+                    ),
+                    {"id": job},
+                )
+            ).first()
+            if row is None:
+                return
+            recorded = await ledger.take_for_recording(conn, job, batch_no, uuid.UUID(token))
+            if recorded is None:
+                logger.debug("batch already recorded or message stale")
+                return
+            batches_done = row.batches_done + 1
+            files_indexed = row.files_indexed + recorded.files_indexed
+            chunks = row.chunks_created + recorded.chunks_created
+            await conn.execute(
+                text(
+                    "UPDATE indexing_jobs SET batches_done = batches_done + 1, "
+                    "files_indexed = files_indexed + :indexed, files_skipped = files_skipped + :skipped, "
+                    "files_failed = files_failed + :failed, chunks_created = chunks_created + :chunks, "
+                    "updated_at = now() WHERE id = :id"
+                ),
+                {"id": job, "indexed": recorded.files_indexed, "skipped": recorded.files_skipped,
+                 "failed": recorded.files_failed, "chunks": recorded.chunks_created},
+            )
+            if row.status != "running":
+                # Cancelled or failed: the counters still tell the truth about what is stored.
+                return
+            if batches_done >= (row.batches_total or 0):
+                finished = await jobs.complete_job(
+                    conn, job, embedder=res.embedder.name, dimension=res.embedder.dimension
+                )
+            else:
+                counts = await ledger.stage_counts(conn, job)
+                files_done = await conn.scalar(
+                    text(
+                        "SELECT coalesce(sum(file_count), 0) FROM index_batches "
+                        "WHERE job_id = :id AND state = 'recorded'"
+                    ),
+                    {"id": job},
+                )
+                total = max(int(row.files_total or 0), 1)
+                percentage = min(99, SCAN_SHARE + (100 - SCAN_SHARE) * int(files_done or 0) // total)
+                phase, message = describe_progress(
+                    counts, files_done=int(files_done or 0), files_total=int(row.files_total or 0),
+                    files_indexed=files_indexed, chunks=chunks,
+                )
+                await conn.execute(
+                    text(
+                        "UPDATE indexing_jobs SET phase = :phase, progress_message = :message, "
+                        "progress_percentage = GREATEST(progress_percentage, :pct) WHERE id = :id"
+                    ),
+                    {"id": job, "phase": phase, "message": message, "pct": percentage},
+                )
+                if percentage // 10 > row.progress_percentage // 10:
+                    await jobs.add_event(conn, job, "progress", {"percentage": percentage, "batches_done": batches_done})
+                await dispatch_window(conn, job, res.settings.batches_in_flight)
+        if finished:
+            logger.info("job completed: %d files, %d chunks", files_indexed, chunks)
+            async with res.engine.begin() as conn:
+                await promote_and_plan(conn, res.settings.max_concurrent_jobs)

@@ -1,0 +1,60 @@
+"""Publishing inside ledger transactions: what every producer (server, planner, coordinator) calls."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import dramatiq
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from actors.messages import chunk_message, plan_message, record_message
+from models import jobs
+from models import ledger
+
+
+async def publish(message: dramatiq.Message[Any]) -> None:
+    """Send with publisher confirms, off the event loop (pika is blocking)."""
+    await asyncio.to_thread(dramatiq.get_broker().enqueue, message)
+
+
+async def dispatch_window(conn: AsyncConnection, job_id: uuid.UUID, window: int) -> int:
+    """Fill the job's in-flight window with pending batches; returns how many were sent."""
+    batch_nos = await ledger.batches_to_dispatch(conn, job_id, window)
+    for batch_no in batch_nos:
+        token = uuid.uuid4()
+        await publish(chunk_message(job_id, batch_no, token))
+        await ledger.mark_dispatched(conn, job_id, batch_no, token)
+    return len(batch_nos)
+
+
+async def start_planning(job_ids: list[uuid.UUID]) -> None:
+    for job_id in job_ids:
+        await publish(plan_message(job_id))
+
+
+async def promote_and_plan(conn: AsyncConnection, max_concurrent_jobs: int) -> list[uuid.UUID]:
+    """Start pending jobs into free slots and publish their plan messages (inside the caller's transaction)."""
+    jobs.bind_limits(conn, max_concurrent_jobs=max_concurrent_jobs)
+    started = await jobs.promote_pending(conn)
+    await start_planning(started)
+    return started
+
+
+async def redispatch_stale(conn: AsyncConnection, *, older_than_seconds: float) -> int:
+    """Re-send batches whose messages were lost (broker data loss, purged queue): none is ever stranded.
+
+    A written batch only needs its record message again; any earlier stage restarts from chunking
+    (its payload travelled in the lost message). The fresh token retires any old message still alive.
+    """
+    stale = await ledger.stale_batches(conn, older_than_seconds=older_than_seconds)
+    for job_id, batch_no, state in stale:
+        token = uuid.uuid4()
+        if state == "written":
+            await publish(record_message(job_id, batch_no, token))
+            await ledger.replace_token(conn, job_id, batch_no, token)
+        else:
+            await publish(chunk_message(job_id, batch_no, token))
+            await ledger.mark_dispatched(conn, job_id, batch_no, token)
+    return len(stale)

@@ -1,0 +1,41 @@
+"""Embedding backends behind one interface, chosen by ``CODEBASE_MCP_EMBEDDER``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from actors.embedders.base import Embedder, EmbedderUnavailableError, Vectors
+from actors.embedders.local_model import LocalModelEmbedder, bundled_model_dimension
+from actors.embedders.ollama import OllamaEmbedder, probe_dimension
+from models.settings import Settings
+
+__all__ = ["Embedder", "EmbedderUnavailableError", "Vectors", "build_embedder", "configured_dimension"]
+
+
+def configured_dimension(settings: Settings) -> int:
+    """The vector size the configured embedder produces (probing an Ollama model once if needed)."""
+    if settings.embedder == "local":
+        return bundled_model_dimension()
+    if settings.ollama_dimension is not None:
+        return settings.ollama_dimension
+    return asyncio.run(probe_dimension(settings.ollama_url, settings.ollama_model))
+
+
+async def configured_dimension_async(settings: Settings) -> int:
+    if settings.embedder == "ollama" and settings.ollama_dimension is None:
+        return await probe_dimension(settings.ollama_url, settings.ollama_model)
+    return configured_dimension(settings)
+
+
+def build_embedder(settings: Settings, dimension: int) -> Embedder:
+    if settings.embedder == "local":
+        return LocalModelEmbedder(batch_size=settings.embed_batch_size)
+    return OllamaEmbedder(
+        url=settings.ollama_url,
+        model=settings.ollama_model,
+        dimension=dimension,
+        batch_size=settings.embed_batch_size,
+        max_attempts=settings.embed_max_attempts,
+        retry_base_seconds=settings.embed_retry_base_seconds,
+        timeout_seconds=settings.embed_timeout_seconds,
+    )

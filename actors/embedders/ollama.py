@@ -1,0 +1,107 @@
+"""The Ollama-compatible HTTP embedder: ``POST {url}/api/embed`` with ``{"model", "input": [...]}``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aiohttp
+import numpy as np
+
+from actors.embedders.base import Embedder, EmbedderUnavailableError, Vectors, normalise
+
+logger = logging.getLogger(__name__)
+
+#: Answers worth another attempt: overload, restarts, gateway hiccups.
+_RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class OllamaEmbedder(Embedder):
+    """Batched, retried client. Creates its ``ClientSession`` lazily on the calling loop."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        model: str,
+        dimension: int,
+        batch_size: int = 64,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.5,
+        timeout_seconds: float = 120.0,
+    ) -> None:
+        self.name = f"ollama:{model}"
+        self.dimension = dimension
+        self._endpoint = url.rstrip("/") + "/api/embed"
+        self._model = model
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _post(self, texts: list[str]) -> Vectors:
+        last_error = "no attempt made"
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                async with self._client().post(self._endpoint, json={"model": self._model, "input": texts}) as reply:
+                    if reply.status == 200:
+                        body = await reply.json()
+                        vectors = np.asarray(body["embeddings"], dtype=np.float32)
+                        if vectors.shape != (len(texts), self.dimension):
+                            raise EmbedderUnavailableError(
+                                f"embedding service {self._endpoint} (model {self._model}) returned vectors of shape "
+                                f"{vectors.shape}, expected ({len(texts)}, {self.dimension})"
+                            )
+                        return normalise(vectors)
+                    detail = (await reply.text())[:200]
+                    last_error = f"HTTP {reply.status}: {detail}"
+                    if reply.status not in _RETRYABLE_STATUSES:
+                        break
+            except (aiohttp.ClientError, TimeoutError) as error:
+                last_error = f"{type(error).__name__}: {error}"
+            if attempt < self._max_attempts:
+                delay = self._retry_base * 2 ** (attempt - 1)
+                logger.warning(
+                    "embedding call failed (attempt %d/%d, retry in %.1fs): %s",
+                    attempt, self._max_attempts, delay, last_error,
+                )
+                await asyncio.sleep(delay)
+        raise EmbedderUnavailableError(
+            f"embedding service {self._endpoint} (model {self._model}) failed after {self._max_attempts} "
+            f"attempts: {last_error}"
+        )
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        parts = [
+            await self._post(list(texts[start : start + self._batch_size]))
+            for start in range(0, len(texts), self._batch_size)
+        ]
+        return np.concatenate(parts)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def probe_dimension(url: str, model: str, timeout_seconds: float = 30.0) -> int:
+    """Ask the service for one vector to learn the model's dimension."""
+    probe = OllamaEmbedder(url=url, model=model, dimension=-1, max_attempts=1, timeout_seconds=timeout_seconds)
+    try:
+        async with probe._client().post(probe._endpoint, json={"model": model, "input": ["dimension probe"]}) as reply:
+            reply.raise_for_status()
+            body = await reply.json()
+            return len(body["embeddings"][0])
+    except (aiohttp.ClientError, TimeoutError, KeyError, IndexError) as error:
+        raise EmbedderUnavailableError(f"embedding service {url} (model {model}) is unreachable: {error}") from None
+    finally:
+        await probe.aclose()

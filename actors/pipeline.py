@@ -1,0 +1,236 @@
+"""The per-batch chain: ``chunk_batch → embed_batch → write_batch``, one queue per stage.
+
+Each stage claims the batch (its message must carry the ledger's current token), does its work
+outside any transaction, then hands over with :func:`models.ledger.hop`. Embedding workers can be
+run apart from the rest (``dramatiq actors -Q index.embed``), on a GPU host for instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from actors.broker import resources
+from actors.chunking import chunk_text, embedding_text
+from actors.dispatch import promote_and_plan, publish
+from actors.embedders import EmbedderUnavailableError
+from actors.messages import (
+    CHUNK_QUEUE,
+    EMBED_QUEUE,
+    WRITE_QUEUE,
+    decode_vectors,
+    embed_message,
+    encode_vectors,
+    record_message,
+    write_message,
+)
+from actors.scanning import language_of
+from models import jobs, ledger
+from models.logs import log_context
+from models.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_BINARY_SNIFF_BYTES = 8192
+
+
+def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """Read, hash and chunk a batch's files. Files that cannot be indexed are counted, never fatal."""
+    out_files: list[dict[str, Any]] = []
+    skipped: list[list[str]] = []
+    failed: list[list[str]] = []
+    for entry in files:
+        relative = entry["path"]
+        path = root / relative
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            failed.append([relative, "deleted since the scan"])
+            continue
+        except OSError as error:
+            failed.append([relative, f"unreadable: {error.strerror or error}"])
+            continue
+        if len(raw) > settings.max_file_bytes:
+            skipped.append([relative, "too large"])
+            continue
+        if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
+            skipped.append([relative, "binary"])
+            continue
+        content = raw.decode("utf-8", errors="replace")
+        chunks = chunk_text(
+            content,
+            window=settings.chunk_lines,
+            overlap=settings.chunk_overlap_lines,
+            max_chars=settings.chunk_max_chars,
+        )
+        out_files.append(
+            {
+                "path": relative,
+                "hash": hashlib.sha256(raw).hexdigest(),
+                "language": language_of(relative),
+                "size": len(raw),
+                "lines": content.count("\n") + (0 if content.endswith("\n") or not content else 1),
+                "chunks": [[c.start_line, c.end_line, c.symbol, c.text] for c in chunks],
+            }
+        )
+    return {"files": out_files, "skipped": skipped, "failed": failed}
+
+
+@dramatiq.actor(queue_name=CHUNK_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=600_000)
+async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
+    res = await resources.get()
+    job, current = uuid.UUID(job_id), uuid.UUID(token)
+    with log_context(job_id=job_id, batch=batch_no, stage="chunk"):
+        async with res.engine.begin() as conn:
+            claim = await ledger.claim(conn, job, batch_no, state="queued", token=current, run_column="chunk_runs")
+        if claim is None or claim.job_status != "running":
+            logger.debug("dropping chunk message (stale or job not running)")
+            return
+        payload = await asyncio.to_thread(read_and_chunk, Path(claim.repo_path), claim.files, res.settings)
+
+        async def send(next_token: uuid.UUID) -> None:
+            await publish(embed_message(job, batch_no, next_token, payload))
+
+        async with res.engine.begin() as conn:
+            await ledger.hop(conn, job, batch_no, from_state="queued", token=current, to_state="chunked",
+                             send_next=send)
+
+
+async def _job_status(conn: AsyncConnection, job: uuid.UUID) -> str | None:
+    return await conn.scalar(text("SELECT status FROM indexing_jobs WHERE id = :id"), {"id": job})
+
+
+@dramatiq.actor(queue_name=EMBED_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=1_800_000)
+async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
+    res = await resources.get()
+    job, current = uuid.UUID(job_id), uuid.UUID(token)
+    with log_context(job_id=job_id, batch=batch_no, stage="embed"):
+        async with res.engine.begin() as conn:
+            claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
+        if claim is None or claim.job_status != "running":
+            return
+        texts = [
+            embedding_text(item["path"], chunk[3]) for item in payload["files"] for chunk in item["chunks"]
+        ]
+        parts = []
+        step = res.settings.embed_batch_size
+        try:
+            for start in range(0, len(texts), step):
+                if start:
+                    # Cancellation is checked between embedder calls, so a cancelled job stops within one call.
+                    async with res.engine.connect() as conn:
+                        if await _job_status(conn, job) != "running":
+                            logger.info("job no longer running; stopping mid-batch")
+                            return
+                parts.append(await res.embedder.embed(texts[start : start + step]))
+        except EmbedderUnavailableError as error:
+            logger.error("embedder unavailable: %s", error)
+            async with res.engine.begin() as conn:
+                await jobs.fail_job(conn, job, str(error))
+                await promote_and_plan(conn, res.settings.max_concurrent_jobs)
+            return
+        vectors = np.concatenate(parts) if parts else np.zeros((0, res.embedder.dimension), dtype=np.float32)
+        out = {**payload, "vectors": encode_vectors(vectors), "dimension": res.embedder.dimension}
+
+        async def send(next_token: uuid.UUID) -> None:
+            await publish(write_message(job, batch_no, next_token, out))
+
+        async with res.engine.begin() as conn:
+            await ledger.hop(conn, job, batch_no, from_state="chunked", token=current, to_state="embedded",
+                             send_next=send)
+
+
+async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid.UUID, payload: dict[str, Any]) -> int:
+    """Replace the batch's files and their chunks; returns the number of chunks written."""
+    files = payload["files"]
+    if not files:
+        return 0
+    vectors = decode_vectors(payload["vectors"], int(payload["dimension"]))
+    rows = await conn.execute(
+        text(
+            "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count, job_id, "
+            "indexed_at) SELECT :repository_id, * , :job_id, now() FROM unnest("
+            "CAST(:paths AS text[]), CAST(:hashes AS text[]), CAST(:languages AS text[]), "
+            "CAST(:sizes AS bigint[]), CAST(:lines AS integer[])) "
+            "ON CONFLICT (repository_id, path) DO UPDATE SET content_hash = EXCLUDED.content_hash, "
+            "language = EXCLUDED.language, size_bytes = EXCLUDED.size_bytes, line_count = EXCLUDED.line_count, "
+            "job_id = EXCLUDED.job_id, indexed_at = now() RETURNING id, path"
+        ),
+        {
+            "repository_id": repository_id,
+            "job_id": job,
+            "paths": [item["path"] for item in files],
+            "hashes": [item["hash"] for item in files],
+            "languages": [item["language"] for item in files],
+            "sizes": [item["size"] for item in files],
+            "lines": [item["lines"] for item in files],
+        },
+    )
+    file_ids = {row.path: row.id for row in rows}
+    await conn.execute(
+        text("DELETE FROM chunks WHERE file_id = ANY(:ids)"), {"ids": list(file_ids.values())}
+    )
+    records: list[tuple[Any, ...]] = []
+    position = 0
+    for item in files:
+        file_id = file_ids[item["path"]]
+        for ordinal, (start, end, symbol, body) in enumerate(item["chunks"]):
+            records.append(
+                (file_id, repository_id, ordinal, start, end, item["language"], symbol, body, vectors[position])
+            )
+            position += 1
+    if position != len(vectors):
+        raise ValueError(f"payload has {position} chunks but {len(vectors)} vectors")
+    if records:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(
+            "chunks",
+            records=records,
+            columns=["file_id", "repository_id", "ordinal", "start_line", "end_line", "language", "symbol",
+                     "content", "embedding"],
+        )
+    return len(records)
+
+
+@dramatiq.actor(queue_name=WRITE_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=600_000)
+async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
+    """Store the batch's chunks and mark it written in one transaction, then hand it to the coordinator."""
+    res = await resources.get()
+    job, current = uuid.UUID(job_id), uuid.UUID(token)
+    with log_context(job_id=job_id, batch=batch_no, stage="write"):
+        async with res.engine.connect() as conn:
+            repository_id = await conn.scalar(
+                text("SELECT repository_id FROM indexing_jobs WHERE id = :id"), {"id": job}
+            )
+        if repository_id is None:
+            return
+
+        async def store(conn: AsyncConnection) -> None:
+            chunks = await store_batch(conn, repository_id, job, payload)
+            await ledger.set_batch_counts(
+                conn, job, batch_no, indexed=len(payload["files"]), skipped=len(payload["skipped"]),
+                failed=len(payload["failed"]), chunks=chunks,
+            )
+            for relative, reason in payload["failed"]:
+                logger.warning("file not indexed: %s (%s)", relative, reason)
+
+        async def send(next_token: uuid.UUID) -> None:
+            await publish(record_message(job, batch_no, next_token))
+
+        async with res.engine.begin() as conn:
+            await ledger.hop(
+                conn, job, batch_no, from_state="embedded", token=current, to_state="written", send_next=send,
+                require_job_running=True, work=store, run_column="write_runs",
+            )
+
+

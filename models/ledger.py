@@ -1,0 +1,284 @@
+"""The batch ledger: one row per file batch of a job, and the rules that move a batch along.
+
+A batch moves ``pending → queued → chunked → embedded → written → recorded``. The row's ``token``
+names the one message allowed to move it on: each hop publishes the next message carrying a fresh
+token and stores that token in the same transaction, while holding the row lock. So:
+
+- a redelivered message (worker killed mid-stage) still holds the current token and redoes only
+  its own stage;
+- a message published by a transaction that then failed holds a token the row never stored and is
+  dropped on arrival;
+- the write stage stores chunks and marks the batch ``written`` in one transaction, so a
+  duplicate write message finds the batch already written and does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+#: States of a batch between dispatch and recording, and the pipeline stage each one waits for.
+IN_FLIGHT_STAGE = {"queued": "chunking", "chunked": "embedding", "embedded": "writing", "written": "writing"}
+
+SendNext = Callable[[uuid.UUID], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBatch:
+    files: list[dict[str, Any]]  # [{"path": str, "size": int}]
+    byte_count: int
+
+
+def split_into_batches(files: Sequence[tuple[str, int]], *, max_files: int, max_bytes: int) -> list[PlannedBatch]:
+    """Group ``(path, size)`` pairs into batches bounded by file count and total bytes."""
+    batches: list[PlannedBatch] = []
+    current: list[dict[str, Any]] = []
+    current_bytes = 0
+    for path, size in files:
+        if current and (len(current) >= max_files or current_bytes + size > max_bytes):
+            batches.append(PlannedBatch(current, current_bytes))
+            current, current_bytes = [], 0
+        current.append({"path": path, "size": size})
+        current_bytes += size
+    if current:
+        batches.append(PlannedBatch(current, current_bytes))
+    return batches
+
+
+async def write_plan(conn: AsyncConnection, job_id: uuid.UUID, batches: Sequence[PlannedBatch]) -> None:
+    if not batches:
+        return
+    await conn.execute(
+        text(
+            "INSERT INTO index_batches (job_id, batch_no, files, file_count, byte_count, state) "
+            "SELECT :job_id, ordinality - 1, item, jsonb_array_length(item), size, 'pending' "
+            "FROM unnest(CAST(:files AS jsonb[]), CAST(:sizes AS bigint[])) WITH ORDINALITY AS plan(item, size)"
+        ),
+        {
+            "job_id": job_id,
+            "files": [json.dumps(batch.files) for batch in batches],
+            "sizes": [batch.byte_count for batch in batches],
+        },
+    )
+
+
+async def batches_to_dispatch(conn: AsyncConnection, job_id: uuid.UUID, window: int) -> list[int]:
+    """Pending batches that fit in the job's in-flight window (lowest numbers first), locked."""
+    in_flight = int(
+        await conn.scalar(
+            text("SELECT count(*) FROM index_batches WHERE job_id = :job_id AND state = ANY(:states)"),
+            {"job_id": job_id, "states": list(IN_FLIGHT_STAGE)},
+        )
+        or 0
+    )
+    if in_flight >= window:
+        return []
+    rows = await conn.execute(
+        text(
+            "SELECT batch_no FROM index_batches WHERE job_id = :job_id AND state = 'pending' "
+            "ORDER BY batch_no LIMIT :free FOR UPDATE SKIP LOCKED"
+        ),
+        {"job_id": job_id, "free": window - in_flight},
+    )
+    return [row.batch_no for row in rows]
+
+
+async def mark_dispatched(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> None:
+    await conn.execute(
+        text(
+            "UPDATE index_batches SET state = 'queued', token = :token, dispatches = dispatches + 1, "
+            "dispatched_at = now(), updated_at = now() WHERE job_id = :job_id AND batch_no = :batch_no"
+        ),
+        {"job_id": job_id, "batch_no": batch_no, "token": token},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchClaim:
+    files: list[dict[str, Any]]
+    job_status: str
+    repository_id: uuid.UUID
+    repo_path: str
+
+
+async def claim(
+    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, state: str, token: uuid.UUID, run_column: str
+) -> BatchClaim | None:
+    """Check that this message may work on the batch and count the run; None means drop the message.
+
+    ``run_column`` is one of ``chunk_runs``, ``embed_runs``, ``write_runs``: the counters behind the
+    duplicate-work figures.
+    """
+    if run_column not in ("chunk_runs", "embed_runs", "write_runs"):
+        raise ValueError(run_column)
+    row = (
+        await conn.execute(
+            text(
+                f"UPDATE index_batches b SET {run_column} = {run_column} + 1, updated_at = now() "
+                "FROM indexing_jobs j WHERE b.job_id = :job_id AND b.batch_no = :batch_no AND j.id = b.job_id "
+                "AND b.state = :state AND b.token = :token RETURNING b.files, j.status, j.repository_id, j.repo_path"
+            ),
+            {"job_id": job_id, "batch_no": batch_no, "state": state, "token": token},
+        )
+    ).first()
+    if row is None:
+        return None
+    return BatchClaim(row.files, row.status, row.repository_id, row.repo_path)
+
+
+async def hop(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    batch_no: int,
+    *,
+    from_state: str,
+    token: uuid.UUID,
+    to_state: str,
+    send_next: SendNext,
+    require_job_running: bool = False,
+    work: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    run_column: str | None = None,
+) -> bool:
+    """Move a batch one stage on, publishing the next message under the row lock.
+
+    ``work`` runs inside the same transaction after the checks (the write stage stores its chunks
+    there); ``run_column`` is counted here when the stage's work is the transaction itself.
+    Returns False (and publishes nothing) when the message is stale or, with
+    ``require_job_running``, the job is no longer running.
+    """
+    if require_job_running:
+        status = await conn.scalar(
+            text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
+        )
+        if status != "running":
+            return False
+    current = (
+        await conn.execute(
+            text(
+                "SELECT state, token FROM index_batches WHERE job_id = :job_id AND batch_no = :batch_no FOR UPDATE"
+            ),
+            {"job_id": job_id, "batch_no": batch_no},
+        )
+    ).first()
+    if current is None or current.state != from_state or current.token != token:
+        return False
+    if run_column is not None:
+        if run_column not in ("chunk_runs", "embed_runs", "write_runs"):
+            raise ValueError(run_column)
+        await conn.execute(
+            text(f"UPDATE index_batches SET {run_column} = {run_column} + 1 WHERE job_id = :job_id AND batch_no = :n"),
+            {"job_id": job_id, "n": batch_no},
+        )
+    if work is not None:
+        await work(conn)
+    next_token = uuid.uuid4()
+    await send_next(next_token)
+    await conn.execute(
+        text(
+            "UPDATE index_batches SET state = :to_state, token = :token, updated_at = now(), "
+            "written_at = CASE WHEN :to_state = 'written' THEN now() ELSE written_at END "
+            "WHERE job_id = :job_id AND batch_no = :batch_no"
+        ),
+        {"job_id": job_id, "batch_no": batch_no, "to_state": to_state, "token": next_token},
+    )
+    return True
+
+
+async def set_batch_counts(
+    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, indexed: int, skipped: int, failed: int, chunks: int
+) -> None:
+    await conn.execute(
+        text(
+            "UPDATE index_batches SET files_indexed = :indexed, files_skipped = :skipped, files_failed = :failed, "
+            "chunks_created = :chunks WHERE job_id = :job_id AND batch_no = :batch_no"
+        ),
+        {"job_id": job_id, "batch_no": batch_no, "indexed": indexed, "skipped": skipped, "failed": failed,
+         "chunks": chunks},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    file_count: int
+    files_indexed: int
+    files_skipped: int
+    files_failed: int
+    chunks_created: int
+
+
+async def take_for_recording(
+    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID
+) -> Recorded | None:
+    """Mark a written batch recorded and return its counters; None for a stale or repeated message."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE index_batches SET state = 'recorded', recorded_at = now(), updated_at = now(), token = NULL "
+                "WHERE job_id = :job_id AND batch_no = :batch_no AND state = 'written' AND token = :token "
+                "RETURNING file_count, files_indexed, files_skipped, files_failed, chunks_created"
+            ),
+            {"job_id": job_id, "batch_no": batch_no, "token": token},
+        )
+    ).first()
+    if row is None:
+        return None
+    return Recorded(row.file_count, row.files_indexed, row.files_skipped, row.files_failed, row.chunks_created)
+
+
+async def stage_counts(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, int]:
+    rows = await conn.execute(
+        text("SELECT state, count(*) AS n FROM index_batches WHERE job_id = :job_id GROUP BY state"),
+        {"job_id": job_id},
+    )
+    return {row.state: int(row.n) for row in rows}
+
+
+async def stale_batches(conn: AsyncConnection, *, older_than_seconds: float) -> list[tuple[uuid.UUID, int, str]]:
+    """In-flight batches of running jobs that have not moved for too long: their message was lost."""
+    rows = await conn.execute(
+        text(
+            "SELECT b.job_id, b.batch_no, b.state FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
+            "WHERE j.status = 'running' AND b.state = ANY(:states) "
+            "AND b.updated_at < now() - make_interval(secs => :secs) FOR UPDATE OF b SKIP LOCKED"
+        ),
+        {"states": list(IN_FLIGHT_STAGE), "secs": older_than_seconds},
+    )
+    return [(row.job_id, row.batch_no, row.state) for row in rows]
+
+
+async def duplicate_work(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, float]:
+    """Files processed more than once by each stage, as a percentage of the job's files."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT coalesce(sum(file_count), 0) AS files, "
+                "coalesce(sum(greatest(chunk_runs - 1, 0) * file_count), 0) AS chunk_dup, "
+                "coalesce(sum(greatest(embed_runs - 1, 0) * file_count), 0) AS embed_dup, "
+                "coalesce(sum(greatest(write_runs - 1, 0) * file_count), 0) AS write_dup "
+                "FROM index_batches WHERE job_id = :job_id"
+            ),
+            {"job_id": job_id},
+        )
+    ).one()
+    files = max(int(row.files), 1)
+    return {
+        "files": int(row.files),
+        "chunk_duplicate_pct": 100.0 * int(row.chunk_dup) / files,
+        "embed_duplicate_pct": 100.0 * int(row.embed_dup) / files,
+        "write_duplicate_pct": 100.0 * int(row.write_dup) / files,
+    }
+
+
+async def replace_token(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> None:
+    await conn.execute(
+        text(
+            "UPDATE index_batches SET token = :token, updated_at = now() WHERE job_id = :job_id AND batch_no = :n"
+        ),
+        {"job_id": job_id, "n": batch_no, "token": token},
+    )

@@ -1,0 +1,61 @@
+"""Bring a database to the newest schema from running code (server, workers, CLI)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import pool, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+#: Any constant works; it only has to be the same in every process that migrates.
+_MIGRATION_LOCK_KEY = 0x0C0DEBA5E
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database was created for a different embedding dimension than the configured embedder."""
+
+
+def alembic_config() -> Config:
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade(connection: Connection, dimension: int) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    config.attributes["embedding_dimension"] = dimension
+    command.upgrade(config, "head")
+
+
+async def upgrade_to_head(url: str, dimension: int) -> None:
+    """Run ``alembic upgrade head`` under an advisory lock, so concurrent starters take turns.
+
+    Raises:
+        SchemaMismatchError: the chunks table holds vectors of another dimension.
+    """
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            await connection.run_sync(_upgrade, dimension)
+            stored = await connection.scalar(
+                text(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'"
+                )
+            )
+        if stored != f"vector({dimension})":
+            raise SchemaMismatchError(
+                f"the database stores {stored} embeddings but the configured embedder makes vector({dimension}); "
+                "use a database created for this embedder (CODEBASE_MCP_DATABASE_URL / CODEBASE_MCP_DATA_DIR)"
+            )
+    finally:
+        await engine.dispose()

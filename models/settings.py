@@ -1,0 +1,81 @@
+"""The one settings object, read from ``CODEBASE_MCP_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    # Root gets a system location so the embedded PostgreSQL (which refuses to run as root and runs
+    # as its own user) never needs /root opened up.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/codebase-mcp")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "codebase-mcp"
+
+
+class Settings(BaseSettings):
+    """Every tunable of server, workers and CLI. Documented field by field in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="CODEBASE_MCP_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL (with pgvector). Unset: the embedded PostgreSQL 18 is started."
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the embedded database lives.")
+    embedded_pg_port: int = Field(default=54329, description="TCP port of the embedded PostgreSQL (loopback).")
+    broker_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=60&connection_attempts=5&retry_delay=2"
+        "&blocked_connection_timeout=30",
+        description="RabbitMQ URL for Dramatiq.",
+    )
+    embedder: Literal["local", "ollama"] = Field(default="local", description="Embedding backend.")
+    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per embedder call.")
+    ollama_url: str = Field(default="http://127.0.0.1:11434", description="Ollama-compatible server.")
+    ollama_model: str = Field(default="nomic-embed-text", description="Model name sent to /api/embed.")
+    ollama_dimension: int | None = Field(
+        default=None, ge=1, le=16000, description="Vector size of the Ollama model; probed once when unset."
+    )
+    embed_max_attempts: int = Field(default=5, ge=1, description="Attempts per embedder call before the job fails.")
+    embed_retry_base_seconds: float = Field(default=0.5, ge=0, description="First backoff; doubles per attempt.")
+    embed_timeout_seconds: float = Field(default=120.0, gt=0, description="HTTP timeout of one embedder call.")
+    max_concurrent_jobs: int = Field(default=3, ge=1, description="Jobs running at once; the rest wait as pending.")
+    batch_size: int = Field(default=25, ge=1, le=1000, description="Files per ledger batch.")
+    batch_max_bytes: int = Field(default=1_000_000, ge=1024, description="Source bytes per batch (bounds messages).")
+    batches_in_flight: int = Field(default=6, ge=1, description="Batches of one job dispatched but not recorded.")
+    max_file_bytes: int = Field(default=1_000_000, ge=1, description="Larger files are skipped and reported.")
+    chunk_lines: int = Field(default=40, ge=5, description="Lines per line-window chunk.")
+    chunk_overlap_lines: int = Field(default=5, ge=0, description="Overlap between neighbouring windows.")
+    chunk_max_chars: int = Field(default=2000, ge=200, description="Hard cap on one chunk's text.")
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Directories that may be indexed (comma-separated); empty allows any."
+    )
+    stale_batch_seconds: float = Field(default=900.0, gt=0, description="A dispatched batch idle this long is redone.")
+    job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
+    http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
+    http_port: int = Field(default=8765, description="Port of the HTTP transport.")
+    log_level: str = Field(default="INFO", description="Log level of every process.")
+    log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(part).expanduser() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def chunk_step_lines(self) -> int:
+        return max(1, self.chunk_lines - self.chunk_overlap_lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The MCP server, the service layer it shares with the CLI, and the CLI itself."""

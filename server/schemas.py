@@ -1,0 +1,124 @@
+"""Tool results: one pydantic model per answer, so clients get structured content and a schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import RowMapping
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class StartResult(BaseModel):
+    job_id: str = Field(description="UUID of the job (36 characters)")
+    status: str = Field(description="pending or running")
+    existing: bool = Field(description="True when an active job for this repository was returned instead")
+    repo_path: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    name: str
+    repo_path: str
+    status: str = Field(description="pending, running, blocked, completed, failed or cancelled")
+    phase: str = Field(description="queued, scanning, chunking, embedding, writing, complete, failed")
+    progress_percentage: int = Field(ge=0, le=100, description="Never decreases")
+    progress_message: str
+    files_total: int | None
+    files_indexed: int
+    files_skipped: int
+    files_failed: int
+    chunks_created: int
+    batches_total: int | None
+    batches_done: int
+    error_message: str | None
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    cancelled_at: str | None
+    failed_at: str | None
+    elapsed_seconds: float | None
+    files_per_second: float | None
+    eta_seconds: float | None = Field(description="Estimated seconds to completion, from the rate so far")
+
+    @classmethod
+    def from_row(cls, row: RowMapping, now: datetime) -> JobStatus:
+        started: datetime | None = row["started_at"]
+        end = row["completed_at"] or row["cancelled_at"] or row["failed_at"] or now
+        elapsed = (end - started).total_seconds() if started is not None else None
+        rate = None
+        eta = None
+        processed = row["files_indexed"] + row["files_failed"]
+        if elapsed and elapsed > 0 and processed:
+            rate = round(processed / elapsed, 2)
+            if row["status"] == "running" and row["files_total"]:
+                eta = round(max(row["files_total"] - processed, 0) / rate, 1)
+        return cls(
+            job_id=str(row["id"]),
+            name=row["name"],
+            repo_path=row["repo_path"],
+            status=row["status"],
+            phase=row["phase"],
+            progress_percentage=row["progress_percentage"],
+            progress_message=row["progress_message"],
+            files_total=row["files_total"],
+            files_indexed=row["files_indexed"],
+            files_skipped=row["files_skipped"],
+            files_failed=row["files_failed"],
+            chunks_created=row["chunks_created"],
+            batches_total=row["batches_total"],
+            batches_done=row["batches_done"],
+            error_message=row["error_message"],
+            created_at=iso(row["created_at"]) or "",
+            started_at=iso(started),
+            completed_at=iso(row["completed_at"]),
+            cancelled_at=iso(row["cancelled_at"]),
+            failed_at=iso(row["failed_at"]),
+            elapsed_seconds=round(elapsed, 2) if elapsed is not None else None,
+            files_per_second=rate,
+            eta_seconds=eta,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+
+
+class SearchHit(BaseModel):
+    repository: str
+    repository_path: str
+    file_path: str
+    start_line: int
+    end_line: int
+    language: str
+    symbol: str | None
+    snippet: str
+    score: float = Field(description="Cosine similarity, higher is closer")
+
+
+class SearchResult(BaseModel):
+    query: str
+    results: list[SearchHit]
+    message: str | None = None
+
+
+class RepositoryInfo(BaseModel):
+    name: str
+    path: str
+    files: int
+    chunks: int
+    last_indexed_at: str | None
+    embedder: str | None
+    dimension: int | None
+
+
+class RepositoryList(BaseModel):
+    repositories: list[RepositoryInfo]
+
+
+def as_dict(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump()

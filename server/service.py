@@ -1,0 +1,268 @@
+"""What the MCP tools and the CLI do, in one place: validation, job rules, search, resume.
+
+One :class:`IndexingService` per process, opened on the event loop that serves requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import actors.broker  # noqa: F401  (sets the process's broker, which publishing uses)
+from actors.dispatch import dispatch_window, promote_and_plan, publish, redispatch_stale, start_planning
+from actors.embedders import Embedder, build_embedder, configured_dimension_async
+from actors.messages import plan_message
+from models import jobs
+from models.database import create_engine, resolve_database_url
+from models.migrate import upgrade_to_head
+from models.settings import Settings
+from models.tables import JOB_STATUSES
+from server.errors import InvalidStateError, NotFoundError, ValidationError
+from server.schemas import JobList, JobStatus, SearchHit, SearchResult, StartResult
+
+logger = logging.getLogger(__name__)
+
+MAX_SEARCH_LIMIT = 100
+MAX_LIST_LIMIT = 500
+
+
+def parse_job_id(job_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(job_id).strip())
+    except ValueError:
+        raise ValidationError(f"job_id {job_id!r} is not a valid UUID (expected 36 characters like "
+                              "'123e4567-e89b-12d3-a456-426614174000')") from None
+
+
+def validate_repo_path(repo_path: str, allowed_roots: list[Path]) -> Path:
+    """Resolve ``repo_path`` and check it is a readable directory inside the allowed roots."""
+    if not isinstance(repo_path, str) or not repo_path.strip():
+        raise ValidationError("repo_path must be a non-empty path to a directory")
+    if "\x00" in repo_path:
+        raise ValidationError("repo_path contains a NUL byte")
+    candidate = Path(repo_path).expanduser()
+    if not candidate.is_absolute():
+        raise ValidationError(f"repo_path {repo_path!r} must be absolute")
+    resolved = candidate.resolve()
+    if not resolved.exists():
+        raise ValidationError(f"repository path {repo_path} not found")
+    if not resolved.is_dir():
+        raise ValidationError(f"repository path {repo_path} is not a directory")
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise ValidationError(f"repository path {repo_path} is not readable by the server")
+    if allowed_roots and not any(resolved.is_relative_to(root.resolve()) for root in allowed_roots):
+        raise ValidationError(
+            f"repository path {resolved} is outside the allowed roots ({', '.join(str(r) for r in allowed_roots)}); "
+            "set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
+        )
+    return resolved
+
+
+class IndexingService:
+    """Database-backed operations behind every tool. Create with :meth:`open`."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, dimension: int) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.dimension = dimension
+        self._embedder: Embedder | None = None
+        self._embedder_lock = asyncio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[IndexingService]:
+        """Start the embedded database if needed, migrate, connect; close everything on exit."""
+        url = await asyncio.to_thread(resolve_database_url, settings)
+        dimension = await configured_dimension_async(settings)
+        await upgrade_to_head(url, dimension)
+        engine = create_engine(url, pool_size=10)
+        service = cls(settings, engine, dimension)
+        try:
+            yield service
+        finally:
+            if service._embedder is not None:
+                await service._embedder.aclose()
+            await engine.dispose()
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def start_indexing(self, repo_path: str, name: str | None = None) -> StartResult:
+        resolved = validate_repo_path(repo_path, self.settings.allowed_roots)
+        job_name = (name or resolved.name).strip() or resolved.name
+        if len(job_name) > 200:
+            raise ValidationError("name must be at most 200 characters")
+        for _ in range(3):
+            try:
+                async with self.engine.begin() as conn:
+                    jobs.bind_limits(conn, max_concurrent_jobs=self.settings.max_concurrent_jobs)
+                    admission = await jobs.admit_job(conn, repo_path=str(resolved), name=job_name)
+                    if admission.status == "running" and not admission.existing:
+                        # Published before commit: if the commit fails the planner finds no running job.
+                        await publish(plan_message(admission.job_id))
+                break
+            except IntegrityError:
+                # Another process admitted a job for the same repository at the same moment; return it.
+                continue
+        else:
+            raise InvalidStateError(f"could not admit a job for {resolved}; retry")
+        return StartResult(
+            job_id=str(admission.job_id), status=admission.status, existing=admission.existing,
+            repo_path=str(resolved),
+        )
+
+    async def status(self, job_id: str) -> JobStatus:
+        parsed = parse_job_id(job_id)
+        async with self.engine.connect() as conn:
+            try:
+                row = await jobs.get_job(conn, parsed)
+            except jobs.JobNotFoundError as error:
+                raise NotFoundError(str(error)) from None
+        return JobStatus.from_row(row, datetime.now(UTC))
+
+    async def cancel(self, job_id: str) -> JobStatus:
+        parsed = parse_job_id(job_id)
+        async with self.engine.begin() as conn:
+            try:
+                row = await jobs.cancel_job(conn, parsed)
+            except jobs.JobNotFoundError as error:
+                raise NotFoundError(str(error)) from None
+            except jobs.JobStateError as error:
+                raise InvalidStateError(str(error)) from None
+            await promote_and_plan(conn, self.settings.max_concurrent_jobs)
+        return JobStatus.from_row(row, datetime.now(UTC))
+
+    async def list_jobs(
+        self, status: str | None = None, repo_path: str | None = None, created_after: str | None = None,
+        limit: int = 50,
+    ) -> JobList:
+        if status is not None and status not in JOB_STATUSES:
+            raise ValidationError(f"status {status!r} is not one of {', '.join(JOB_STATUSES)}")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValidationError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        after = None
+        if created_after:
+            try:
+                after = datetime.fromisoformat(created_after)
+            except ValueError:
+                raise ValidationError(f"created_after {created_after!r} is not an ISO-8601 timestamp") from None
+            if after.tzinfo is None:
+                after = after.replace(tzinfo=UTC)
+        path = str(Path(repo_path).expanduser().resolve()) if repo_path else None
+        async with self.engine.connect() as conn:
+            rows = await jobs.list_jobs(conn, status=status, repo_path=path, created_after=after, limit=limit)
+        now = datetime.now(UTC)
+        return JobList(jobs=[JobStatus.from_row(row, now) for row in rows])
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    async def resume(self) -> list[uuid.UUID]:
+        """After a restart: re-plan unplanned running jobs, refill windows, start pending jobs.
+
+        Messages of dispatched batches are still in RabbitMQ (durable queues, persistent messages,
+        unacked deliveries of killed workers are requeued), so they are not sent again here;
+        :meth:`reap` re-sends only those that stay idle past ``STALE_BATCH_SECONDS``.
+        """
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                text("SELECT id, planned_at FROM indexing_jobs WHERE status = 'running' ORDER BY started_at")
+            )
+            running = list(rows)
+            unplanned = [row.id for row in running if row.planned_at is None]
+            for row in running:
+                await jobs.add_event(conn, row.id, "resumed")
+                if row.planned_at is not None:
+                    await dispatch_window(conn, row.id, self.settings.batches_in_flight)
+            await start_planning(unplanned)
+            started = await promote_and_plan(conn, self.settings.max_concurrent_jobs)
+        if running or started:
+            logger.info("resumed %d running job(s), started %d pending job(s)", len(running), len(started))
+        return [row.id for row in running]
+
+    async def reap(self) -> None:
+        """Periodic upkeep: re-send lost batch messages, start pending jobs, purge old finished jobs."""
+        async with self.engine.begin() as conn:
+            resent = await redispatch_stale(conn, older_than_seconds=self.settings.stale_batch_seconds)
+            stale_plans = await conn.execute(
+                text(
+                    "SELECT id FROM indexing_jobs WHERE status = 'running' AND planned_at IS NULL "
+                    "AND updated_at < now() - make_interval(secs => :secs)"
+                ),
+                {"secs": self.settings.stale_batch_seconds},
+            )
+            await start_planning([row.id for row in stale_plans])
+            await promote_and_plan(conn, self.settings.max_concurrent_jobs)
+            purged = await jobs.purge_finished(conn, older_than_days=self.settings.job_retention_days)
+        if resent or purged:
+            logger.info("upkeep: %d stale batch(es) re-sent, %d finished job(s) purged", resent, purged)
+
+    # --- search --------------------------------------------------------------------------------
+
+    async def embedder(self) -> Embedder:
+        async with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = build_embedder(self.settings, self.dimension)
+        return self._embedder
+
+    async def search(
+        self, query: str, repository: str | None = None, language: str | None = None,
+        path_prefix: str | None = None, limit: int = 10,
+    ) -> SearchResult:
+        if not query or not query.strip():
+            raise ValidationError("query must not be empty")
+        if not 1 <= limit <= MAX_SEARCH_LIMIT:
+            raise ValidationError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}")
+        repository_id = None
+        async with self.engine.connect() as conn:
+            if repository is not None:
+                repo = (
+                    await conn.execute(
+                        text("SELECT id FROM repositories WHERE name = :r OR path = :r ORDER BY path LIMIT 1"),
+                        {"r": repository},
+                    )
+                ).first()
+                if repo is None:
+                    raise NotFoundError(f"repository {repository!r} not found; list_repositories shows the indexed ones")
+                repository_id = repo.id
+            has_chunks = await conn.scalar(text("SELECT EXISTS (SELECT 1 FROM chunks)"))
+        if not has_chunks:
+            return SearchResult(query=query, results=[], message="the index is empty: index a repository first")
+        vector = (await (await self.embedder()).embed([query]))[0]
+        async with self.engine.begin() as conn:
+            await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            await conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(40, 2 * limit))})
+            rows = await conn.execute(
+                text(
+                    "WITH nearest AS MATERIALIZED ("
+                    " SELECT c.id, c.file_id, c.start_line, c.end_line, c.language, c.symbol, c.content,"
+                    " c.embedding <=> :vector AS distance FROM chunks c"
+                    " JOIN files f ON f.id = c.file_id"
+                    " WHERE (CAST(:repository_id AS uuid) IS NULL OR c.repository_id = :repository_id)"
+                    " AND (CAST(:language AS text) IS NULL OR c.language = :language)"
+                    " AND (CAST(:prefix AS text) IS NULL OR starts_with(f.path, :prefix))"
+                    " ORDER BY distance LIMIT :limit)"
+                    " SELECT n.*, f.path, r.name AS repository, r.path AS repository_path FROM nearest n"
+                    " JOIN files f ON f.id = n.file_id JOIN repositories r ON r.id = f.repository_id"
+                    " ORDER BY n.distance + 0"
+                ),
+                {"vector": vector, "repository_id": repository_id, "language": language, "prefix": path_prefix,
+                 "limit": limit},
+            )
+            hits = [
+                SearchHit(
+                    repository=row.repository, repository_path=row.repository_path, file_path=row.path,
+                    start_line=row.start_line, end_line=row.end_line, language=row.language, symbol=row.symbol,
+                    snippet=row.content[:1200], score=round(1.0 - float(row.distance), 4),
+                )
+                for row in rows
+            ]
+        return SearchResult(query=query, results=hits)
