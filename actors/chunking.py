@@ -39,7 +39,10 @@ def chunk_text(text: str, *, window: int, overlap: int, max_chars: int) -> list[
     Every line of the file is covered by at least one chunk; consecutive chunks overlap by up to
     ``overlap`` lines. Blank-only files give no chunks.
     """
-    lines = text.splitlines()
+    # Only "\n" ends a line, as for editors and git; str.splitlines would also split on \f, \v, \x85...
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not any(line.strip() for line in lines):
         return []
     step_floor = max(1, window - overlap)

@@ -110,5 +110,4 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
         if finished:
             logger.info("job completed: %d files, %d chunks", files_indexed, chunks)
-            async with res.engine.begin() as conn:
-                await promote_and_plan(conn, res.settings.max_concurrent_jobs)
+            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)

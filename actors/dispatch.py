@@ -7,11 +7,10 @@ import uuid
 from typing import Any
 
 import dramatiq
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from actors.messages import chunk_message, plan_message, record_message
-from models import jobs
-from models import ledger
+from models import jobs, ledger
 
 
 async def publish(message: dramatiq.Message[Any]) -> None:
@@ -20,7 +19,11 @@ async def publish(message: dramatiq.Message[Any]) -> None:
 
 
 async def dispatch_window(conn: AsyncConnection, job_id: uuid.UUID, window: int) -> int:
-    """Fill the job's in-flight window with pending batches; returns how many were sent."""
+    """Fill the job's in-flight window with pending batches; returns how many were sent.
+
+    The batch rows must already be committed: a consumer waits on a row lock, but cannot see a row
+    whose insert is still uncommitted and would drop the message.
+    """
     batch_nos = await ledger.batches_to_dispatch(conn, job_id, window)
     for batch_no in batch_nos:
         token = uuid.uuid4()
@@ -34,10 +37,15 @@ async def start_planning(job_ids: list[uuid.UUID]) -> None:
         await publish(plan_message(job_id))
 
 
-async def promote_and_plan(conn: AsyncConnection, max_concurrent_jobs: int) -> list[uuid.UUID]:
-    """Start pending jobs into free slots and publish their plan messages (inside the caller's transaction)."""
-    jobs.bind_limits(conn, max_concurrent_jobs=max_concurrent_jobs)
-    started = await jobs.promote_pending(conn)
+async def promote_and_plan(engine: AsyncEngine, max_concurrent_jobs: int) -> list[uuid.UUID]:
+    """Start pending jobs into free slots (own transaction), then publish their plan messages.
+
+    Plan messages go out only after the commit: the planner must find the job already running.
+    A crash in between leaves a running, unplanned job, which the server's resume and upkeep plan.
+    """
+    async with engine.begin() as conn:
+        jobs.bind_limits(conn, max_concurrent_jobs=max_concurrent_jobs)
+        started = await jobs.promote_pending(conn)
     await start_planning(started)
     return started
 

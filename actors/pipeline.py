@@ -136,7 +136,7 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             logger.error("embedder unavailable: %s", error)
             async with res.engine.begin() as conn:
                 await jobs.fail_job(conn, job, str(error))
-                await promote_and_plan(conn, res.settings.max_concurrent_jobs)
+            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
             return
         vectors = np.concatenate(parts) if parts else np.zeros((0, res.embedder.dimension), dtype=np.float32)
         out = {**payload, "vectors": encode_vectors(vectors), "dimension": res.embedder.dimension}

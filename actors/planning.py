@@ -45,9 +45,18 @@ async def plan_job(job_id: str) -> None:
         if not root.is_dir():
             async with res.engine.begin() as conn:
                 await jobs.fail_job(conn, job, f"repository path {root} is no longer a readable directory")
-                await promote_and_plan(conn, res.settings.max_concurrent_jobs)
+            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
             return
         logger.info("scanning %s", root)
+        async with res.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE indexing_jobs SET phase = 'scanning', updated_at = now(), "
+                    "progress_message = 'scanning: listing files under ' || repo_path "
+                    "WHERE id = :id AND status = 'running' AND planned_at IS NULL"
+                ),
+                {"id": job},
+            )
         scan = await asyncio.to_thread(scan_repository, root, max_file_bytes=res.settings.max_file_bytes)
         batches = ledger.split_into_batches(
             [(item.path, item.size) for item in scan.files],
@@ -81,13 +90,15 @@ async def plan_job(job_id: str) -> None:
             )
             await jobs.add_event(conn, job, "planned", {"files": len(scan.files), "batches": len(batches),
                                                         "skipped": scan.skipped})
-            if batches:
-                await dispatch_window(conn, job, res.settings.batches_in_flight)
-            else:
+            if not batches:
                 finished = await jobs.complete_job(
                     conn, job, embedder=res.embedder.name, dimension=res.embedder.dimension
                 )
         logger.info("planned %d files in %d batches (%d skipped)", len(scan.files), len(batches), skipped)
-        if finished:
+        if batches:
+            # A second transaction: the ledger rows must be committed before their messages go out.
             async with res.engine.begin() as conn:
-                await promote_and_plan(conn, res.settings.max_concurrent_jobs)
+                await conn.execute(text("SELECT 1 FROM indexing_jobs WHERE id = :id FOR UPDATE"), {"id": job})
+                await dispatch_window(conn, job, res.settings.batches_in_flight)
+        if finished:
+            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)

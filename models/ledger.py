@@ -107,6 +107,37 @@ class BatchClaim:
     repo_path: str
 
 
+async def _lock_batch(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int) -> Any:
+    """Lock the row by key, waiting for any transaction that holds it.
+
+    Locking by key alone matters: a message published inside a still-open transaction can arrive
+    before that transaction commits. An ``UPDATE ... WHERE token = :new`` would evaluate the old
+    row version, not match, and skip the row without waiting; ``SELECT ... FOR UPDATE`` by key
+    waits for the commit and then returns the new version.
+    """
+    return (
+        await conn.execute(
+            text(
+                "SELECT state, token, files, file_count, files_indexed, files_skipped, files_failed, chunks_created "
+                "FROM index_batches WHERE job_id = :job_id AND batch_no = :batch_no FOR UPDATE"
+            ),
+            {"job_id": job_id, "batch_no": batch_no},
+        )
+    ).first()
+
+
+async def _count_run(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, run_column: str) -> None:
+    if run_column not in ("chunk_runs", "embed_runs", "write_runs"):
+        raise ValueError(run_column)
+    await conn.execute(
+        text(
+            f"UPDATE index_batches SET {run_column} = {run_column} + 1, updated_at = now() "
+            "WHERE job_id = :job_id AND batch_no = :batch_no"
+        ),
+        {"job_id": job_id, "batch_no": batch_no},
+    )
+
+
 async def claim(
     conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, state: str, token: uuid.UUID, run_column: str
 ) -> BatchClaim | None:
@@ -115,21 +146,16 @@ async def claim(
     ``run_column`` is one of ``chunk_runs``, ``embed_runs``, ``write_runs``: the counters behind the
     duplicate-work figures.
     """
-    if run_column not in ("chunk_runs", "embed_runs", "write_runs"):
-        raise ValueError(run_column)
-    row = (
+    job = (
         await conn.execute(
-            text(
-                f"UPDATE index_batches b SET {run_column} = {run_column} + 1, updated_at = now() "
-                "FROM indexing_jobs j WHERE b.job_id = :job_id AND b.batch_no = :batch_no AND j.id = b.job_id "
-                "AND b.state = :state AND b.token = :token RETURNING b.files, j.status, j.repository_id, j.repo_path"
-            ),
-            {"job_id": job_id, "batch_no": batch_no, "state": state, "token": token},
+            text("SELECT status, repository_id, repo_path FROM indexing_jobs WHERE id = :job_id"), {"job_id": job_id}
         )
     ).first()
-    if row is None:
+    row = await _lock_batch(conn, job_id, batch_no)
+    if job is None or row is None or row.state != state or row.token != token:
         return None
-    return BatchClaim(row.files, row.status, row.repository_id, row.repo_path)
+    await _count_run(conn, job_id, batch_no, run_column)
+    return BatchClaim(row.files, job.status, job.repository_id, job.repo_path)
 
 
 async def hop(
@@ -158,23 +184,11 @@ async def hop(
         )
         if status != "running":
             return False
-    current = (
-        await conn.execute(
-            text(
-                "SELECT state, token FROM index_batches WHERE job_id = :job_id AND batch_no = :batch_no FOR UPDATE"
-            ),
-            {"job_id": job_id, "batch_no": batch_no},
-        )
-    ).first()
+    current = await _lock_batch(conn, job_id, batch_no)
     if current is None or current.state != from_state or current.token != token:
         return False
     if run_column is not None:
-        if run_column not in ("chunk_runs", "embed_runs", "write_runs"):
-            raise ValueError(run_column)
-        await conn.execute(
-            text(f"UPDATE index_batches SET {run_column} = {run_column} + 1 WHERE job_id = :job_id AND batch_no = :n"),
-            {"job_id": job_id, "n": batch_no},
-        )
+        await _count_run(conn, job_id, batch_no, run_column)
     if work is not None:
         await work(conn)
     next_token = uuid.uuid4()
@@ -216,18 +230,16 @@ async def take_for_recording(
     conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID
 ) -> Recorded | None:
     """Mark a written batch recorded and return its counters; None for a stale or repeated message."""
-    row = (
-        await conn.execute(
-            text(
-                "UPDATE index_batches SET state = 'recorded', recorded_at = now(), updated_at = now(), token = NULL "
-                "WHERE job_id = :job_id AND batch_no = :batch_no AND state = 'written' AND token = :token "
-                "RETURNING file_count, files_indexed, files_skipped, files_failed, chunks_created"
-            ),
-            {"job_id": job_id, "batch_no": batch_no, "token": token},
-        )
-    ).first()
-    if row is None:
+    row = await _lock_batch(conn, job_id, batch_no)
+    if row is None or row.state != "written" or row.token != token:
         return None
+    await conn.execute(
+        text(
+            "UPDATE index_batches SET state = 'recorded', recorded_at = now(), updated_at = now(), token = NULL "
+            "WHERE job_id = :job_id AND batch_no = :batch_no"
+        ),
+        {"job_id": job_id, "batch_no": batch_no},
+    )
     return Recorded(row.file_count, row.files_indexed, row.files_skipped, row.files_failed, row.chunks_created)
 
 

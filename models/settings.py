@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -67,12 +67,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
-            return [Path(part).expanduser() for part in value.split(",") if part.strip()]
+            return [Path(part.strip()).expanduser() for part in value.split(",") if part.strip()]
         return value
 
-    @property
-    def chunk_step_lines(self) -> int:
-        return max(1, self.chunk_lines - self.chunk_overlap_lines)
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> Settings:
+        if self.chunk_overlap_lines >= self.chunk_lines:
+            raise ValueError(
+                f"CHUNK_OVERLAP_LINES ({self.chunk_overlap_lines}) must be smaller than CHUNK_LINES ({self.chunk_lines})"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

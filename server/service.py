@@ -33,6 +33,8 @@ from server.schemas import JobList, JobStatus, SearchHit, SearchResult, StartRes
 logger = logging.getLogger(__name__)
 
 MAX_SEARCH_LIMIT = 100
+#: A running job still unplanned this long lost its plan message (crash between commit and publish).
+STALE_PLAN_SECONDS = 30.0
 MAX_LIST_LIMIT = 500
 
 
@@ -54,17 +56,18 @@ def validate_repo_path(repo_path: str, allowed_roots: list[Path]) -> Path:
     if not candidate.is_absolute():
         raise ValidationError(f"repo_path {repo_path!r} must be absolute")
     resolved = candidate.resolve()
+    # Roots first, so that nothing is revealed about paths outside them.
+    if allowed_roots and not any(resolved.is_relative_to(root.resolve()) for root in allowed_roots):
+        raise ValidationError(
+            f"repository path {resolved} is outside the allowed roots ({', '.join(str(r) for r in allowed_roots)}); "
+            "set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
+        )
     if not resolved.exists():
         raise ValidationError(f"repository path {repo_path} not found")
     if not resolved.is_dir():
         raise ValidationError(f"repository path {repo_path} is not a directory")
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise ValidationError(f"repository path {repo_path} is not readable by the server")
-    if allowed_roots and not any(resolved.is_relative_to(root.resolve()) for root in allowed_roots):
-        raise ValidationError(
-            f"repository path {resolved} is outside the allowed roots ({', '.join(str(r) for r in allowed_roots)}); "
-            "set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
-        )
     return resolved
 
 
@@ -106,15 +109,15 @@ class IndexingService:
                 async with self.engine.begin() as conn:
                     jobs.bind_limits(conn, max_concurrent_jobs=self.settings.max_concurrent_jobs)
                     admission = await jobs.admit_job(conn, repo_path=str(resolved), name=job_name)
-                    if admission.status == "running" and not admission.existing:
-                        # Published before commit: if the commit fails the planner finds no running job.
-                        await publish(plan_message(admission.job_id))
                 break
             except IntegrityError:
                 # Another process admitted a job for the same repository at the same moment; return it.
                 continue
         else:
             raise InvalidStateError(f"could not admit a job for {resolved}; retry")
+        if admission.status == "running" and not admission.existing:
+            # After the commit, so the planner finds the job; a crash in between is healed by resume/upkeep.
+            await publish(plan_message(admission.job_id))
         return StartResult(
             job_id=str(admission.job_id), status=admission.status, existing=admission.existing,
             repo_path=str(resolved),
@@ -138,7 +141,7 @@ class IndexingService:
                 raise NotFoundError(str(error)) from None
             except jobs.JobStateError as error:
                 raise InvalidStateError(str(error)) from None
-            await promote_and_plan(conn, self.settings.max_concurrent_jobs)
+        await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
         return JobStatus.from_row(row, datetime.now(UTC))
 
     async def list_jobs(
@@ -182,8 +185,8 @@ class IndexingService:
                 await jobs.add_event(conn, row.id, "resumed")
                 if row.planned_at is not None:
                     await dispatch_window(conn, row.id, self.settings.batches_in_flight)
-            await start_planning(unplanned)
-            started = await promote_and_plan(conn, self.settings.max_concurrent_jobs)
+        await start_planning(unplanned)
+        started = await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
         if running or started:
             logger.info("resumed %d running job(s), started %d pending job(s)", len(running), len(started))
         return [row.id for row in running]
@@ -197,11 +200,12 @@ class IndexingService:
                     "SELECT id FROM indexing_jobs WHERE status = 'running' AND planned_at IS NULL "
                     "AND updated_at < now() - make_interval(secs => :secs)"
                 ),
-                {"secs": self.settings.stale_batch_seconds},
+                {"secs": STALE_PLAN_SECONDS},
             )
-            await start_planning([row.id for row in stale_plans])
-            await promote_and_plan(conn, self.settings.max_concurrent_jobs)
+            unplanned = [row.id for row in stale_plans]
             purged = await jobs.purge_finished(conn, older_than_days=self.settings.job_retention_days)
+        await start_planning(unplanned)
+        await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
         if resent or purged:
             logger.info("upkeep: %d stale batch(es) re-sent, %d finished job(s) purged", resent, purged)
 

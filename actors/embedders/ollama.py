@@ -48,7 +48,9 @@ class OllamaEmbedder(Embedder):
 
     async def _post(self, texts: list[str]) -> Vectors:
         last_error = "no attempt made"
+        attempts = 0
         for attempt in range(1, self._max_attempts + 1):
+            attempts = attempt
             try:
                 async with self._client().post(self._endpoint, json={"model": self._model, "input": texts}) as reply:
                     if reply.status == 200:
@@ -74,8 +76,8 @@ class OllamaEmbedder(Embedder):
                 )
                 await asyncio.sleep(delay)
         raise EmbedderUnavailableError(
-            f"embedding service {self._endpoint} (model {self._model}) failed after {self._max_attempts} "
-            f"attempts: {last_error}"
+            f"embedding service {self._endpoint} (model {self._model}) failed after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}: {last_error}"
         )
 
     async def embed(self, texts: Sequence[str]) -> Vectors:

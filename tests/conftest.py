@@ -1,0 +1,107 @@
+"""Real services for the test session: embedded PostgreSQL (pgvector), a RabbitMQ vhost, and an
+Ollama-compatible embedding server with deterministic vectors. Nothing is mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from tests.integration.stack import REPO_ROOT, free_port
+
+EMBEDDING_DIMENSION = 384
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh embedded PostgreSQL 18 + pgvector cluster for this session."""
+    data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-pg-"))
+    url = ensure_embedded_postgres(data_dir, free_port())
+    yield url
+    stop_embedded_postgres(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_ready() -> None:
+    subprocess.run(["bash", str(REPO_ROOT / "rabbitmq" / "ensure-rabbitmq.sh")], check=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def make_vhost(rabbitmq_ready: None) -> Iterator[object]:
+    """Factory of isolated RabbitMQ vhosts (deleted at session end); returns a broker URL."""
+    created: list[str] = []
+
+    def make() -> str:
+        vhost = f"cbm-test-{uuid.uuid4().hex[:12]}"
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        created.append(vhost)
+        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60&connection_attempts=5&retry_delay=1"
+
+    yield make
+    for vhost in created:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def broker_url(make_vhost: object) -> str:
+    return make_vhost()  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture(scope="session")
+def fake_embedding_url() -> Iterator[str]:
+    """The deterministic Ollama-compatible server, as a separate process (the real HTTP client talks to it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fixtures.fake_embedding_server", "--port", "0", "--dimension",
+         str(EMBEDDING_DIMENSION)],
+        stdout=subprocess.PIPE, cwd=REPO_ROOT,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode().strip()
+    assert line.startswith("LISTENING "), line
+    yield line.split(" ", 1)[1]
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url: str, broker_url: str, fake_embedding_url: str) -> dict[str, str]:
+    prom_dir = tempfile.mkdtemp(prefix="cbm-test-prom-")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
+    env.update(
+        {
+            "CODEBASE_MCP_DATABASE_URL": database_url,
+            "CODEBASE_MCP_BROKER_URL": broker_url,
+            "CODEBASE_MCP_EMBEDDER": "ollama",
+            "CODEBASE_MCP_OLLAMA_URL": fake_embedding_url,
+            "CODEBASE_MCP_OLLAMA_MODEL": "fake-deterministic",
+            "CODEBASE_MCP_OLLAMA_DIMENSION": str(EMBEDDING_DIMENSION),
+            "CODEBASE_MCP_EMBED_RETRY_BASE_SECONDS": "0.2",
+            "CODEBASE_MCP_LOG_LEVEL": "INFO",
+            "dramatiq_prom_db": prom_dir,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A plain asyncpg pool on the session database, for checking what the pipeline stored."""
+    pool = await asyncpg.create_pool(database_url.replace("postgresql+asyncpg://", "postgresql://"), min_size=1, max_size=4)
+    yield pool
+    await pool.close()

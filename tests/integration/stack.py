@@ -1,0 +1,156 @@
+"""Real processes for integration tests: the MCP server, Dramatiq workers, and an MCP client.
+
+Nothing here is mocked: the server is ``codebase-mcp serve --transport http``, the workers are the
+``dramatiq`` CLI, both talk to the session's PostgreSQL and RabbitMQ vhost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ToolCallError(Exception):
+    """The tool answered with ``is_error``; the message is the text the client saw."""
+
+
+@dataclass
+class McpClient:
+    session: ClientSession
+
+    async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.session.call_tool(tool, arguments)
+        if result.is_error:
+            raise ToolCallError(" ".join(getattr(block, "text", "") for block in result.content))
+        assert result.structured_content is not None, f"{tool} returned no structured content"
+        return dict(result.structured_content)
+
+    async def timed(self, tool: str, **arguments: Any) -> tuple[dict[str, Any], float]:
+        start = time.perf_counter()
+        answer = await self.call(tool, **arguments)
+        return answer, time.perf_counter() - start
+
+
+@dataclass
+class Stack:
+    """Server and worker processes sharing one environment; each can be killed and restarted."""
+
+    env: dict[str, str]
+    log_dir: Path
+    worker_processes: int = 2
+    worker_threads: int = 4
+    port: int = field(default_factory=free_port)
+    server: subprocess.Popen[bytes] | None = None
+    workers: subprocess.Popen[bytes] | None = None
+    _restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def _spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self._restarts += 1
+        log = open(self.log_dir / f"{name}-{self._restarts}.log", "wb")  # noqa: SIM115 (owned by the process)
+        return subprocess.Popen(
+            args, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            start_new_session=True,  # its own process group, so a kill reaches Dramatiq's forked workers too
+        )
+
+    def start_server(self) -> None:
+        self.server = self._spawn(
+            "server", [str(BIN / "codebase-mcp"), "serve", "--transport", "http", "--port", str(self.port)]
+        )
+        self.wait_healthy()
+
+    def start_workers(self) -> None:
+        self.workers = self._spawn(
+            "workers",
+            [str(BIN / "dramatiq"), "actors", "--processes", str(self.worker_processes), "--threads",
+             str(self.worker_threads)],
+            {"dramatiq_queue_prefetch": str(self.worker_threads)},
+        )
+
+    def wait_healthy(self, timeout: float = 60.0) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            assert self.server is not None
+            if self.server.poll() is not None:
+                raise RuntimeError(f"server exited with {self.server.returncode}; see {self.log_dir}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as reply:
+                    if reply.status == 200:
+                        return time.monotonic() - start
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout}s; see {self.log_dir}")
+
+    @staticmethod
+    def _kill(process: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def kill_server(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        self._kill(self.server, sig)
+
+    def kill_workers(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        self._kill(self.workers, sig)
+
+    def stop(self) -> None:
+        self.kill_workers(signal.SIGTERM)
+        self.kill_server(signal.SIGTERM)
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[McpClient]:
+        async with AsyncExitStack() as stack:
+            read, write = await _open_streams(stack, self.url)
+            session = await stack.enter_async_context(ClientSession(read, write))
+            await session.initialize()
+            yield McpClient(session)
+
+
+async def _open_streams(stack: AsyncExitStack, url: str) -> tuple[Any, Any]:
+    streams = await stack.enter_async_context(streamable_http_client(url))
+    return streams[0], streams[1]
+
+
+async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll an async predicate until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,133 @@
+"""``server.service.validate_repo_path`` and ``parse_job_id``: what callers may ask for."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from server.errors import CallerError, ValidationError
+from server.service import parse_job_id, validate_repo_path
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "allowed" / "repo" / "sub").mkdir(parents=True)
+    (tmp_path / "allowed-evil" / "repo").mkdir(parents=True)
+    (tmp_path / "outside" / "repo").mkdir(parents=True)
+    (tmp_path / "allowed" / "file.txt").write_text("x", encoding="utf-8")
+    return tmp_path.resolve()
+
+
+def _error(repo_path: str, allowed: list[Path] | None = None) -> str:
+    with pytest.raises(ValidationError) as raised:
+        validate_repo_path(repo_path, allowed or [])
+    assert isinstance(raised.value, CallerError)
+    return str(raised.value)
+
+
+def test_existing_directory_is_returned_resolved(tree: Path) -> None:
+    assert validate_repo_path(str(tree / "allowed" / "repo"), []) == (tree / "allowed" / "repo").resolve()
+
+
+def test_nonexistent_path(tree: Path) -> None:
+    message = _error(str(tree / "nope"))
+    assert "validation" in message
+    assert "not found" in message
+    assert str(tree / "nope") in message
+
+
+def test_a_file_is_not_a_directory(tree: Path) -> None:
+    message = _error(str(tree / "allowed" / "file.txt"))
+    assert "validation" in message
+    assert "not a directory" in message
+
+
+@pytest.mark.parametrize("relative", ["repo", "./repo", "../repo", "allowed/repo"])
+def test_relative_paths_are_rejected(tree: Path, relative: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)  # so "allowed/repo" would exist relative to the cwd
+    message = _error(relative)
+    assert "validation" in message
+    assert "absolute" in message
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "/tmp/has\x00nul"])
+def test_empty_or_nul_paths_are_rejected(bad: str) -> None:
+    assert "validation" in _error(bad)
+
+
+def test_allowed_roots_accept_paths_inside(tree: Path) -> None:
+    allowed = [tree / "allowed"]
+    assert validate_repo_path(str(tree / "allowed" / "repo" / "sub"), allowed) == tree / "allowed" / "repo" / "sub"
+    assert validate_repo_path(str(tree / "allowed"), allowed) == tree / "allowed"
+
+
+def test_allowed_roots_reject_paths_outside(tree: Path) -> None:
+    message = _error(str(tree / "outside" / "repo"), [tree / "allowed"])
+    assert "validation" in message
+    assert "outside the allowed roots" in message
+
+
+def test_allowed_roots_are_not_string_prefixes(tree: Path) -> None:
+    assert "outside the allowed roots" in _error(str(tree / "allowed-evil" / "repo"), [tree / "allowed"])
+
+
+def test_dot_dot_cannot_escape_an_allowed_root(tree: Path) -> None:
+    sneaky = str(tree / "allowed" / "repo" / ".." / ".." / "outside" / "repo")
+    assert "outside the allowed roots" in _error(sneaky, [tree / "allowed"])
+
+
+def test_symlink_inside_an_allowed_root_to_outside_is_rejected(tree: Path) -> None:
+    os.symlink(tree / "outside" / "repo", tree / "allowed" / "link")
+    assert "outside the allowed roots" in _error(str(tree / "allowed" / "link"), [tree / "allowed"])
+
+
+def test_symlink_from_outside_into_an_allowed_root_is_accepted_as_its_target(tree: Path) -> None:
+    os.symlink(tree / "allowed" / "repo", tree / "outside" / "link")
+    resolved = validate_repo_path(str(tree / "outside" / "link"), [tree / "allowed"])
+    assert resolved == (tree / "allowed" / "repo").resolve()
+
+
+def test_allowed_root_given_through_a_symlink(tree: Path) -> None:
+    os.symlink(tree / "allowed", tree / "alias")
+    assert validate_repo_path(str(tree / "allowed" / "repo"), [tree / "alias"]) == tree / "allowed" / "repo"
+    assert "outside the allowed roots" in _error(str(tree / "outside" / "repo"), [tree / "alias"])
+
+
+def test_any_of_several_roots_suffices(tree: Path) -> None:
+    roots = [tree / "allowed", tree / "outside"]
+    assert validate_repo_path(str(tree / "outside" / "repo"), roots) == tree / "outside" / "repo"
+    assert "outside the allowed roots" in _error(str(tree / "allowed-evil" / "repo"), roots)
+
+
+def test_home_directory_is_expanded(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tree / "allowed"))
+    assert validate_repo_path("~/repo", []) == tree / "allowed" / "repo"
+
+
+def test_valid_job_ids_parse() -> None:
+    job = uuid.uuid4()
+    assert parse_job_id(str(job)) == job
+    assert parse_job_id(f"  {job}\n") == job
+    assert parse_job_id(str(job).upper()) == job
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "not-a-uuid",
+        "123",
+        "123e4567-e89b-12d3-a456-42661417400",
+        "123e4567-e89b-12d3-a456-42661417400g",
+        "'; DROP TABLE indexing_jobs; --",
+        None,
+    ],
+)
+def test_malformed_job_ids_are_validation_errors(bad: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        parse_job_id(bad)
+    assert "validation" in str(raised.value)
+    assert "UUID" in str(raised.value)
