@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import dramatiq
 from sqlalchemy import text
@@ -40,7 +41,14 @@ def describe_progress(
     return phase, message
 
 
-@dramatiq.actor(queue_name=COORDINATE_QUEUE, max_retries=20, min_backoff=500, max_backoff=30000, time_limit=300_000)
+@dramatiq.actor(
+    queue_name=COORDINATE_QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=30000,
+    time_limit=300_000,
+    on_retry_exhausted="stage_failed",
+)
 async def record_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job = uuid.UUID(job_id)
@@ -73,8 +81,13 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     "files_failed = files_failed + :failed, chunks_created = chunks_created + :chunks, "
                     "updated_at = now() WHERE id = :id"
                 ),
-                {"id": job, "indexed": recorded.files_indexed, "skipped": recorded.files_skipped,
-                 "failed": recorded.files_failed, "chunks": recorded.chunks_created},
+                {
+                    "id": job,
+                    "indexed": recorded.files_indexed,
+                    "skipped": recorded.files_skipped,
+                    "failed": recorded.files_failed,
+                    "chunks": recorded.chunks_created,
+                },
             )
             if row.status != "running":
                 # Cancelled or failed: the counters still tell the truth about what is stored.
@@ -95,8 +108,11 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                 total = max(int(row.files_total or 0), 1)
                 percentage = min(99, SCAN_SHARE + (100 - SCAN_SHARE) * int(files_done or 0) // total)
                 phase, message = describe_progress(
-                    counts, files_done=int(files_done or 0), files_total=int(row.files_total or 0),
-                    files_indexed=files_indexed, chunks=chunks,
+                    counts,
+                    files_done=int(files_done or 0),
+                    files_total=int(row.files_total or 0),
+                    files_indexed=files_indexed,
+                    chunks=chunks,
                 )
                 await conn.execute(
                     text(
@@ -106,8 +122,30 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     {"id": job, "phase": phase, "message": message, "pct": percentage},
                 )
                 if percentage // 10 > row.progress_percentage // 10:
-                    await jobs.add_event(conn, job, "progress", {"percentage": percentage, "batches_done": batches_done})
+                    await jobs.add_event(
+                        conn, job, "progress", {"percentage": percentage, "batches_done": batches_done}
+                    )
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
         if finished:
             logger.info("job completed: %d files, %d chunks", files_indexed, chunks)
+            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+
+
+@dramatiq.actor(queue_name=COORDINATE_QUEUE, max_retries=20, min_backoff=500, max_backoff=30000)
+async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
+    """A stage exhausted its retries: fail its job with the stage, batch and last error, never hang."""
+    res = await resources.get()
+    args = message.get("args") or []
+    if not args:
+        return
+    job = uuid.UUID(str(args[0]))
+    batch = f" of batch {args[1]}" if len(args) > 1 else ""
+    trace = str((message.get("options") or {}).get("traceback") or "").strip()
+    cause = trace.splitlines()[-1] if trace else "unknown error"
+    reason = f"{message.get('actor_name')}{batch} failed {retry_info.get('retries', '?')} times: {cause}"
+    with log_context(job_id=str(job), stage="failure"):
+        logger.error("giving up: %s", reason)
+        async with res.engine.begin() as conn:
+            failed = await jobs.fail_job(conn, job, reason)
+        if failed:
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)

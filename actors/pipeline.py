@@ -23,6 +23,7 @@ from actors.broker import resources
 from actors.chunking import chunk_text, embedding_text
 from actors.dispatch import promote_and_plan, publish
 from actors.embedders import EmbedderUnavailableError
+from actors.embedders.base import Vectors
 from actors.messages import (
     CHUNK_QUEUE,
     EMBED_QUEUE,
@@ -33,8 +34,9 @@ from actors.messages import (
     record_message,
     write_message,
 )
+from actors.resources import Resources
 from actors.scanning import language_of
-from models import jobs, ledger
+from models import embedding_cache, jobs, ledger
 from models.logs import log_context
 from models.settings import Settings
 
@@ -85,7 +87,14 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
     return {"files": out_files, "skipped": skipped, "failed": failed}
 
 
-@dramatiq.actor(queue_name=CHUNK_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=600_000)
+@dramatiq.actor(
+    queue_name=CHUNK_QUEUE,
+    max_retries=10,
+    min_backoff=1000,
+    max_backoff=30000,
+    time_limit=600_000,
+    on_retry_exhausted="stage_failed",
+)
 async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -101,52 +110,90 @@ async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
             await publish(embed_message(job, batch_no, next_token, payload))
 
         async with res.engine.begin() as conn:
-            await ledger.hop(conn, job, batch_no, from_state="queued", token=current, to_state="chunked",
-                             send_next=send)
+            await ledger.hop(
+                conn, job, batch_no, from_state="queued", token=current, to_state="chunked", send_next=send
+            )
 
 
 async def _job_status(conn: AsyncConnection, job: uuid.UUID) -> str | None:
     return await conn.scalar(text("SELECT status FROM indexing_jobs WHERE id = :id"), {"id": job})
 
 
-@dramatiq.actor(queue_name=EMBED_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=1_800_000)
+async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list[str]) -> Vectors | None:
+    """Vectors for ``texts``: cached ones from the database, the rest from the embedder.
+
+    Each embedder call's results are committed to the cache at once (with the batch's
+    ``texts_embedded`` counter), so a redelivered batch resumes after its last finished call.
+    Returns None when the job stopped running between two calls (cancellation).
+    """
+    hashes = [embedding_cache.text_hash(body) for body in texts]
+    name = res.embedder.name
+    async with res.engine.connect() as conn:
+        known = await embedding_cache.lookup(conn, name, hashes)
+    missing: dict[bytes, str] = {}
+    for digest, body in zip(hashes, texts, strict=True):
+        if digest not in known:
+            missing.setdefault(digest, body)
+    todo = list(missing.items())
+    step = res.settings.embed_batch_size
+    for start in range(0, len(todo), step):
+        if start:
+            async with res.engine.connect() as conn:
+                if await _job_status(conn, job) != "running":
+                    return None
+        part = todo[start : start + step]
+        vectors = await res.embedder.embed([body for _, body in part])
+        async with res.engine.begin() as conn:
+            await embedding_cache.store(conn, name, [digest for digest, _ in part], list(vectors))
+            await ledger.count_embedded(conn, job, batch_no, embedded=len(part))
+        known.update((digest, vector) for (digest, _), vector in zip(part, vectors, strict=True))
+    async with res.engine.begin() as conn:
+        await ledger.count_embedded(conn, job, batch_no, cached=len(texts) - len(todo))
+    if not texts:
+        return np.zeros((0, res.embedder.dimension), dtype=np.float32)
+    return np.stack([known[digest] for digest in hashes]).astype(np.float32, copy=False)
+
+
+@dramatiq.actor(
+    queue_name=EMBED_QUEUE,
+    max_retries=10,
+    min_backoff=1000,
+    max_backoff=30000,
+    time_limit=1_800_000,
+    on_retry_exhausted="stage_failed",
+)
 async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="embed"):
-        async with res.engine.begin() as conn:
-            claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
-        if claim is None or claim.job_status != "running":
-            return
-        texts = [
-            embedding_text(item["path"], chunk[3]) for item in payload["files"] for chunk in item["chunks"]
-        ]
-        parts = []
-        step = res.settings.embed_batch_size
-        try:
-            for start in range(0, len(texts), step):
-                if start:
-                    # Cancellation is checked between embedder calls, so a cancelled job stops within one call.
-                    async with res.engine.connect() as conn:
-                        if await _job_status(conn, job) != "running":
-                            logger.info("job no longer running; stopping mid-batch")
-                            return
-                parts.append(await res.embedder.embed(texts[start : start + step]))
-        except EmbedderUnavailableError as error:
-            logger.error("embedder unavailable: %s", error)
+        # Claim only when this process may call the embedder: a batch waiting here is not started,
+        # so a crash does not make it count as work done twice.
+        async with resources.embed_slot():
             async with res.engine.begin() as conn:
-                await jobs.fail_job(conn, job, str(error))
-            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+                claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
+            if claim is None or claim.job_status != "running":
+                return
+            texts = [embedding_text(item["path"], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
+            try:
+                vectors = await embed_texts(res, job, batch_no, texts)
+            except EmbedderUnavailableError as error:
+                logger.error("embedder unavailable: %s", error)
+                async with res.engine.begin() as conn:
+                    await jobs.fail_job(conn, job, str(error))
+                await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+                return
+        if vectors is None:
+            logger.info("job no longer running; stopped mid-batch")
             return
-        vectors = np.concatenate(parts) if parts else np.zeros((0, res.embedder.dimension), dtype=np.float32)
         out = {**payload, "vectors": encode_vectors(vectors), "dimension": res.embedder.dimension}
 
         async def send(next_token: uuid.UUID) -> None:
             await publish(write_message(job, batch_no, next_token, out))
 
         async with res.engine.begin() as conn:
-            await ledger.hop(conn, job, batch_no, from_state="chunked", token=current, to_state="embedded",
-                             send_next=send)
+            await ledger.hop(
+                conn, job, batch_no, from_state="chunked", token=current, to_state="embedded", send_next=send
+            )
 
 
 async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid.UUID, payload: dict[str, Any]) -> int:
@@ -176,9 +223,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
         },
     )
     file_ids = {row.path: row.id for row in rows}
-    await conn.execute(
-        text("DELETE FROM chunks WHERE file_id = ANY(:ids)"), {"ids": list(file_ids.values())}
-    )
+    await conn.execute(text("DELETE FROM chunks WHERE file_id = ANY(:ids)"), {"ids": list(file_ids.values())})
     records: list[tuple[Any, ...]] = []
     position = 0
     for item in files:
@@ -196,13 +241,29 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
         await driver.copy_records_to_table(
             "chunks",
             records=records,
-            columns=["file_id", "repository_id", "ordinal", "start_line", "end_line", "language", "symbol",
-                     "content", "embedding"],
+            columns=[
+                "file_id",
+                "repository_id",
+                "ordinal",
+                "start_line",
+                "end_line",
+                "language",
+                "symbol",
+                "content",
+                "embedding",
+            ],
         )
     return len(records)
 
 
-@dramatiq.actor(queue_name=WRITE_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=600_000)
+@dramatiq.actor(
+    queue_name=WRITE_QUEUE,
+    max_retries=10,
+    min_backoff=1000,
+    max_backoff=30000,
+    time_limit=600_000,
+    on_retry_exhausted="stage_failed",
+)
 async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     """Store the batch's chunks and mark it written in one transaction, then hand it to the coordinator."""
     res = await resources.get()
@@ -218,8 +279,13 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
         async def store(conn: AsyncConnection) -> None:
             chunks = await store_batch(conn, repository_id, job, payload)
             await ledger.set_batch_counts(
-                conn, job, batch_no, indexed=len(payload["files"]), skipped=len(payload["skipped"]),
-                failed=len(payload["failed"]), chunks=chunks,
+                conn,
+                job,
+                batch_no,
+                indexed=len(payload["files"]),
+                skipped=len(payload["skipped"]),
+                failed=len(payload["failed"]),
+                chunks=chunks,
             )
             for relative, reason in payload["failed"]:
                 logger.warning("file not indexed: %s (%s)", relative, reason)
@@ -229,8 +295,14 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
 
         async with res.engine.begin() as conn:
             await ledger.hop(
-                conn, job, batch_no, from_state="embedded", token=current, to_state="written", send_next=send,
-                require_job_running=True, work=store, run_column="write_runs",
+                conn,
+                job,
+                batch_no,
+                from_state="embedded",
+                token=current,
+                to_state="written",
+                send_next=send,
+                require_job_running=True,
+                work=store,
+                run_column="write_runs",
             )
-
-

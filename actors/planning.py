@@ -23,7 +23,14 @@ logger = logging.getLogger(__name__)
 SCAN_SHARE = 5
 
 
-@dramatiq.actor(queue_name=PLAN_QUEUE, max_retries=10, min_backoff=1000, max_backoff=30000, time_limit=1_800_000)
+@dramatiq.actor(
+    queue_name=PLAN_QUEUE,
+    max_retries=10,
+    min_backoff=1000,
+    max_backoff=30000,
+    time_limit=1_800_000,
+    on_retry_exhausted="stage_failed",
+)
 async def plan_job(job_id: str) -> None:
     """Plan a running job once. A repeated message (redelivery, resume) only tops up the window."""
     res = await resources.get()
@@ -74,9 +81,8 @@ async def plan_job(job_id: str) -> None:
             if locked is None or locked.status != "running" or locked.planned_at is not None:
                 return
             await ledger.write_plan(conn, job, batches)
-            message = (
-                f"chunking: {len(scan.files):,} files in {len(batches):,} batches to index"
-                + (f", {skipped:,} skipped" if skipped else "")
+            message = f"chunking: {len(scan.files):,} files in {len(batches):,} batches to index" + (
+                f", {skipped:,} skipped" if skipped else ""
             )
             await conn.execute(
                 text(
@@ -85,11 +91,18 @@ async def plan_job(job_id: str) -> None:
                     "progress_percentage = GREATEST(progress_percentage, :pct), progress_message = :message "
                     "WHERE id = :id"
                 ),
-                {"id": job, "total": len(scan.files), "batches": len(batches), "skipped": skipped,
-                 "pct": SCAN_SHARE, "message": message},
+                {
+                    "id": job,
+                    "total": len(scan.files),
+                    "batches": len(batches),
+                    "skipped": skipped,
+                    "pct": SCAN_SHARE,
+                    "message": message,
+                },
             )
-            await jobs.add_event(conn, job, "planned", {"files": len(scan.files), "batches": len(batches),
-                                                        "skipped": scan.skipped})
+            await jobs.add_event(
+                conn, job, "planned", {"files": len(scan.files), "batches": len(batches), "skipped": scan.skipped}
+            )
             if not batches:
                 finished = await jobs.complete_job(
                     conn, job, embedder=res.embedder.name, dimension=res.embedder.dimension

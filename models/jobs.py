@@ -95,7 +95,9 @@ async def admit_job(conn: AsyncConnection, *, repo_path: str, name: str) -> Admi
 
 
 async def _active_running_count(conn: AsyncConnection) -> int:
-    return int(await conn.scalar(text("SELECT count(*) FROM indexing_jobs WHERE status IN ('running', 'blocked')")) or 0)
+    return int(
+        await conn.scalar(text("SELECT count(*) FROM indexing_jobs WHERE status IN ('running', 'blocked')")) or 0
+    )
 
 
 async def _running_limit(conn: AsyncConnection) -> int:
@@ -146,16 +148,20 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
     if row.status in TERMINAL_STATUSES:
         raise JobStateError(f"cannot cancel job {job_id}: it is already {row.status}")
     result = (
-        await conn.execute(
-            text(
-                "UPDATE indexing_jobs SET status = 'cancelled', cancelled_at = now(), updated_at = now(), "
-                "progress_message = 'cancelled at ' || progress_percentage || '%: ' || files_indexed "
-                "|| ' files indexed, ' || chunks_created || ' chunks kept' "
-                f"WHERE id = :id RETURNING {JOB_COLUMNS}"
-            ),
-            {"id": job_id},
+        (
+            await conn.execute(
+                text(
+                    "UPDATE indexing_jobs SET status = 'cancelled', cancelled_at = now(), updated_at = now(), "
+                    "progress_message = 'cancelled at ' || progress_percentage || '%: ' || files_indexed "
+                    "|| ' files indexed, ' || chunks_created || ' chunks kept' "
+                    f"WHERE id = :id RETURNING {JOB_COLUMNS}"
+                ),
+                {"id": job_id},
+            )
         )
-    ).mappings().one()
+        .mappings()
+        .one()
+    )
     await add_event(conn, job_id, "cancelled", {"previous_status": row.status})
     return result
 
@@ -178,8 +184,10 @@ async def fail_job(conn: AsyncConnection, job_id: uuid.UUID, message: str) -> bo
 async def get_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
     """One primary-key read. Raises JobNotFoundError."""
     row = (
-        await conn.execute(text(f"SELECT {JOB_COLUMNS} FROM indexing_jobs WHERE id = :id"), {"id": job_id})
-    ).mappings().first()
+        (await conn.execute(text(f"SELECT {JOB_COLUMNS} FROM indexing_jobs WHERE id = :id"), {"id": job_id}))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise JobNotFoundError(f"job {job_id} not found")
     return row

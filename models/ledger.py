@@ -212,8 +212,14 @@ async def set_batch_counts(
             "UPDATE index_batches SET files_indexed = :indexed, files_skipped = :skipped, files_failed = :failed, "
             "chunks_created = :chunks WHERE job_id = :job_id AND batch_no = :batch_no"
         ),
-        {"job_id": job_id, "batch_no": batch_no, "indexed": indexed, "skipped": skipped, "failed": failed,
-         "chunks": chunks},
+        {
+            "job_id": job_id,
+            "batch_no": batch_no,
+            "indexed": indexed,
+            "skipped": skipped,
+            "failed": failed,
+            "chunks": chunks,
+        },
     )
 
 
@@ -289,8 +295,19 @@ async def duplicate_work(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, 
 
 async def replace_token(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> None:
     await conn.execute(
-        text(
-            "UPDATE index_batches SET token = :token, updated_at = now() WHERE job_id = :job_id AND batch_no = :n"
-        ),
+        text("UPDATE index_batches SET token = :token, updated_at = now() WHERE job_id = :job_id AND batch_no = :n"),
         {"job_id": job_id, "n": batch_no, "token": token},
+    )
+
+
+async def count_embedded(
+    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, embedded: int = 0, cached: int = 0
+) -> None:
+    """Add to the batch's embedder work: texts sent to the embedder, texts served from the cache."""
+    await conn.execute(
+        text(
+            "UPDATE index_batches SET texts_embedded = texts_embedded + :embedded, "
+            "texts_cached = texts_cached + :cached WHERE job_id = :job_id AND batch_no = :n"
+        ),
+        {"job_id": job_id, "n": batch_no, "embedded": embedded, "cached": cached},
     )

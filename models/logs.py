@@ -15,13 +15,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("codebase_mcp_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "codebase_mcp_log_context", default=None
+)
 
 
 @contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Attach ``fields`` to every log line emitted inside the block (thread- and task-local)."""
-    token = _context.set({**_context.get(), **fields})
+    token = _context.set({**(_context.get() or {}), **fields})
     try:
         yield
     finally:
@@ -30,7 +32,7 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.context = _context.get()
+        record.context = _context.get() or {}
         return True
 
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     )
     embedder: Literal["local", "ollama"] = Field(default="local", description="Embedding backend.")
     embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per embedder call.")
+    embed_concurrency: int = Field(
+        default=1, ge=1, le=64, description="Batches one worker process embeds at once (the model is the limit)."
+    )
     ollama_url: str = Field(default="http://127.0.0.1:11434", description="Ollama-compatible server.")
     ollama_model: str = Field(default="nomic-embed-text", description="Model name sent to /api/embed.")
     ollama_dimension: int | None = Field(
@@ -74,7 +77,8 @@ class Settings(BaseSettings):
     def _overlap_below_window(self) -> Settings:
         if self.chunk_overlap_lines >= self.chunk_lines:
             raise ValueError(
-                f"CHUNK_OVERLAP_LINES ({self.chunk_overlap_lines}) must be smaller than CHUNK_LINES ({self.chunk_lines})"
+                f"CHUNK_OVERLAP_LINES ({self.chunk_overlap_lines}) must be smaller than "
+                f"CHUNK_LINES ({self.chunk_lines})"
             )
         return self
 

@@ -100,16 +100,23 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
 
     @mcp.tool()
     async def list_indexing_jobs(
-        ctx: Context[Any, Any], status: str | None = None, repo_path: str | None = None,
-        created_after: str | None = None, limit: int = 50,
+        ctx: Context[Any, Any],
+        status: str | None = None,
+        repo_path: str | None = None,
+        created_after: str | None = None,
+        limit: int = 50,
     ) -> JobList:
         """Indexing jobs, newest first; filter by status, repository path and creation time (ISO-8601)."""
         return await _call(svc(ctx).list_jobs(status, repo_path, created_after, limit))
 
     @mcp.tool()
     async def search_code(
-        query: str, ctx: Context[Any, Any], repository: str | None = None, language: str | None = None,
-        path_prefix: str | None = None, limit: int = 10,
+        query: str,
+        ctx: Context[Any, Any],
+        repository: str | None = None,
+        language: str | None = None,
+        path_prefix: str | None = None,
+        limit: int = 10,
     ) -> SearchResult:
         """Semantic search over indexed code; filter by repository (name or path), language and path prefix."""
         return await _call(svc(ctx).search(query, repository, language, path_prefix, limit))

@@ -67,8 +67,10 @@ def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
 
 def _render_status(status: Any) -> None:
     print(f"job {status.job_id}  {status.status}  {status.progress_percentage}%  {status.progress_message}")
-    print(f"  files: {status.files_indexed} indexed, {status.files_skipped} skipped, {status.files_failed} failed"
-          f" of {status.files_total if status.files_total is not None else '?'}; chunks: {status.chunks_created}")
+    print(
+        f"  files: {status.files_indexed} indexed, {status.files_skipped} skipped, {status.files_failed} failed"
+        f" of {status.files_total if status.files_total is not None else '?'}; chunks: {status.chunks_created}"
+    )
     timings = [f"created {status.created_at}"]
     for label in ("started_at", "completed_at", "cancelled_at", "failed_at"):
         value = getattr(status, label)
@@ -116,7 +118,9 @@ async def _follow(service: Any, job_id: str, quiet: bool) -> Any:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     workers: subprocess.Popen[bytes] | None = None
-    if args.workers == "always" or (args.workers == "auto" and _queue_consumers(settings.broker_url, "index.embed") == 0):
+    if args.workers == "always" or (
+        args.workers == "auto" and _queue_consumers(settings.broker_url, "index.embed") == 0
+    ):
         print("no workers are attached to RabbitMQ: starting local workers for this run", file=sys.stderr)
         workers = _spawn_workers(args.processes, args.threads)
 
@@ -172,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     index.add_argument("--cancel-on-interrupt", action="store_true", help="Ctrl-C cancels the job (default: detach)")
     index.add_argument("--search", default=None, help="after completion, run this search over the repository")
     index.add_argument("--limit", type=int, default=5)
-    index.add_argument("--workers", choices=["auto", "always", "never"], default="auto",
-                       help="start local workers for this run when none are attached (auto)")
+    index.add_argument(
+        "--workers",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="start local workers for this run when none are attached (auto)",
+    )
     index.add_argument("--processes", type=int, default=1)
     index.add_argument("--threads", type=int, default=4)
     index.add_argument("--json", action="store_true")
@@ -212,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             serve_stdio(settings)
         return 0
     if args.command == "migrate":
+
         async def migrate(service: Any) -> int:
             print(f"database schema is at head (embedding dimension {service.dimension})")
             return 0
@@ -220,12 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "index":
         return cmd_index(args, settings)
     if args.command == "status":
+
         async def show(service: Any) -> int:
             _emit(await service.status(args.job_id), args.json, _render_status)
             return 0
 
         return _with_service(settings, show)
     if args.command == "jobs":
+
         async def listing(service: Any) -> int:
             result = await service.list_jobs(status=args.status, limit=args.limit)
             if args.json:
@@ -237,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return _with_service(settings, listing)
     if args.command == "cancel":
+
         async def do_cancel(service: Any) -> int:
             _emit(await service.cancel(args.job_id), args.json, _render_status)
             return 0
 
         return _with_service(settings, do_cancel)
     if args.command == "search":
+
         async def do_search(service: Any) -> int:
             result = await service.search(args.query, args.repository, args.language, args.path_prefix, args.limit)
             _emit(result, args.json, _render_search)

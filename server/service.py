@@ -42,8 +42,10 @@ def parse_job_id(job_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(job_id).strip())
     except ValueError:
-        raise ValidationError(f"job_id {job_id!r} is not a valid UUID (expected 36 characters like "
-                              "'123e4567-e89b-12d3-a456-426614174000')") from None
+        raise ValidationError(
+            f"job_id {job_id!r} is not a valid UUID (expected 36 characters like "
+            "'123e4567-e89b-12d3-a456-426614174000')"
+        ) from None
 
 
 def validate_repo_path(repo_path: str, allowed_roots: list[Path]) -> Path:
@@ -119,7 +121,9 @@ class IndexingService:
             # After the commit, so the planner finds the job; a crash in between is healed by resume/upkeep.
             await publish(plan_message(admission.job_id))
         return StartResult(
-            job_id=str(admission.job_id), status=admission.status, existing=admission.existing,
+            job_id=str(admission.job_id),
+            status=admission.status,
+            existing=admission.existing,
             repo_path=str(resolved),
         )
 
@@ -145,7 +149,10 @@ class IndexingService:
         return JobStatus.from_row(row, datetime.now(UTC))
 
     async def list_jobs(
-        self, status: str | None = None, repo_path: str | None = None, created_after: str | None = None,
+        self,
+        status: str | None = None,
+        repo_path: str | None = None,
+        created_after: str | None = None,
         limit: int = 50,
     ) -> JobList:
         if status is not None and status not in JOB_STATUSES:
@@ -218,8 +225,12 @@ class IndexingService:
         return self._embedder
 
     async def search(
-        self, query: str, repository: str | None = None, language: str | None = None,
-        path_prefix: str | None = None, limit: int = 10,
+        self,
+        query: str,
+        repository: str | None = None,
+        language: str | None = None,
+        path_prefix: str | None = None,
+        limit: int = 10,
     ) -> SearchResult:
         if not query or not query.strip():
             raise ValidationError("query must not be empty")
@@ -235,7 +246,9 @@ class IndexingService:
                     )
                 ).first()
                 if repo is None:
-                    raise NotFoundError(f"repository {repository!r} not found; list_repositories shows the indexed ones")
+                    raise NotFoundError(
+                        f"repository {repository!r} not found; index it first (list_indexing_jobs shows jobs)"
+                    )
                 repository_id = repo.id
             has_chunks = await conn.scalar(text("SELECT EXISTS (SELECT 1 FROM chunks)"))
         if not has_chunks:
@@ -258,14 +271,25 @@ class IndexingService:
                     " JOIN files f ON f.id = n.file_id JOIN repositories r ON r.id = f.repository_id"
                     " ORDER BY n.distance + 0"
                 ),
-                {"vector": vector, "repository_id": repository_id, "language": language, "prefix": path_prefix,
-                 "limit": limit},
+                {
+                    "vector": vector,
+                    "repository_id": repository_id,
+                    "language": language,
+                    "prefix": path_prefix,
+                    "limit": limit,
+                },
             )
             hits = [
                 SearchHit(
-                    repository=row.repository, repository_path=row.repository_path, file_path=row.path,
-                    start_line=row.start_line, end_line=row.end_line, language=row.language, symbol=row.symbol,
-                    snippet=row.content[:1200], score=round(1.0 - float(row.distance), 4),
+                    repository=row.repository,
+                    repository_path=row.repository_path,
+                    file_path=row.path,
+                    start_line=row.start_line,
+                    end_line=row.end_line,
+                    language=row.language,
+                    symbol=row.symbol,
+                    snippet=row.content[:1200],
+                    score=round(1.0 - float(row.distance), 4),
                 )
                 for row in rows
             ]

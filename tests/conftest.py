@@ -66,9 +66,17 @@ def broker_url(make_vhost: object) -> str:
 def fake_embedding_url() -> Iterator[str]:
     """The deterministic Ollama-compatible server, as a separate process (the real HTTP client talks to it)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fixtures.fake_embedding_server", "--port", "0", "--dimension",
-         str(EMBEDDING_DIMENSION)],
-        stdout=subprocess.PIPE, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            "-m",
+            "tests.fixtures.fake_embedding_server",
+            "--port",
+            "0",
+            "--dimension",
+            str(EMBEDDING_DIMENSION),
+        ],
+        stdout=subprocess.PIPE,
+        cwd=REPO_ROOT,
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode().strip()
@@ -102,6 +110,8 @@ def base_env(database_url: str, broker_url: str, fake_embedding_url: str) -> dic
 @pytest.fixture(scope="session")
 async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A plain asyncpg pool on the session database, for checking what the pipeline stored."""
-    pool = await asyncpg.create_pool(database_url.replace("postgresql+asyncpg://", "postgresql://"), min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(
+        database_url.replace("postgresql+asyncpg://", "postgresql://"), min_size=1, max_size=4
+    )
     yield pool
     await pool.close()

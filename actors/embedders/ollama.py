@@ -72,7 +72,10 @@ class OllamaEmbedder(Embedder):
                 delay = self._retry_base * 2 ** (attempt - 1)
                 logger.warning(
                     "embedding call failed (attempt %d/%d, retry in %.1fs): %s",
-                    attempt, self._max_attempts, delay, last_error,
+                    attempt,
+                    self._max_attempts,
+                    delay,
+                    last_error,
                 )
                 await asyncio.sleep(delay)
         raise EmbedderUnavailableError(

@@ -76,7 +76,11 @@ class Stack:
         self._restarts += 1
         log = open(self.log_dir / f"{name}-{self._restarts}.log", "wb")  # noqa: SIM115 (owned by the process)
         return subprocess.Popen(
-            args, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            args,
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
             start_new_session=True,  # its own process group, so a kill reaches Dramatiq's forked workers too
         )
 
@@ -89,8 +93,14 @@ class Stack:
     def start_workers(self) -> None:
         self.workers = self._spawn(
             "workers",
-            [str(BIN / "dramatiq"), "actors", "--processes", str(self.worker_processes), "--threads",
-             str(self.worker_threads)],
+            [
+                str(BIN / "dramatiq"),
+                "actors",
+                "--processes",
+                str(self.worker_processes),
+                "--threads",
+                str(self.worker_threads),
+            ],
             {"dramatiq_queue_prefetch": str(self.worker_threads)},
         )
 
@@ -100,10 +110,12 @@ class Stack:
             assert self.server is not None
             if self.server.poll() is not None:
                 raise RuntimeError(f"server exited with {self.server.returncode}; see {self.log_dir}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return time.monotonic() - start
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as reply,
+            ):
+                if reply.status == 200:
+                    return time.monotonic() - start
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout}s; see {self.log_dir}")
 

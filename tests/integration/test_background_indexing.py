@@ -53,8 +53,15 @@ SIZES = [pytest.param(DEFAULT, id="default"), pytest.param(SCALE, id="15k", mark
 
 @dataclass
 class Repos:
+    """Separate repositories per scenario: the embedding cache would make a second index of the
+    same files nearly free, which would hide the work that scenarios 2 and 4 observe."""
+
     small: Path
     main: Path
+    progress: Path
+    restart: Path
+    cancel: Path
+    perf: Path
     concurrent: list[Path]
     sizes: Sizes
 
@@ -69,22 +76,40 @@ def repos_for(sizes: Sizes) -> Repos:
         root = Path(tempfile.mkdtemp(prefix=f"cbm-repos-{key}-"))
         generate_repo(root / "small", 40, 50, seed=1)
         generate_repo(root / "main", sizes.main_files, sizes.main_lines, seed=2)
+        generate_repo(root / "progress", sizes.main_files, sizes.main_lines, seed=3)
+        generate_repo(root / "restart", sizes.main_files, sizes.main_lines, seed=4)
+        generate_repo(root / "cancel", sizes.main_files, sizes.main_lines, seed=5)
+        generate_repo(root / "perf", sizes.main_files, sizes.main_lines, seed=6)
         concurrent = []
         for index in range(4):
             path = root / f"concurrent-{index}"
             generate_repo(path, sizes.concurrent_files, sizes.main_lines, seed=10 + index)
             concurrent.append(path)
-        _repo_cache[key] = Repos(root / "small", root / "main", concurrent, sizes)
+        _repo_cache[key] = Repos(
+            root / "small",
+            root / "main",
+            root / "progress",
+            root / "restart",
+            root / "cancel",
+            root / "perf",
+            concurrent,
+            sizes,
+        )
     return _repo_cache[key]
 
 
-def set_embed_delay(url: str, delay_ms_per_text: float) -> None:
+def control(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Steer the test embedding server (delay, failures, counters); returns its statistics."""
     request = urllib.request.Request(
-        f"{url}/control", data=json.dumps({"delay_ms_per_text": delay_ms_per_text}).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
+        f"{url}/control", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=5) as reply:
         assert reply.status == 200
+        return dict(json.loads(reply.read()))
+
+
+def set_embed_delay(url: str, delay_ms_per_text: float) -> None:
+    control(url, {"delay_ms_per_text": delay_ms_per_text})
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +179,8 @@ async def assert_consistent(db: asyncpg.Pool, job_id: str) -> dict[str, Any]:
             "SELECT count(*) FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.job_id = $1", job["id"]
         )
         duplicate_files = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT path FROM files WHERE repository_id = $1 GROUP BY path HAVING count(*) > 1) d",
+            "SELECT count(*) FROM (SELECT path FROM files WHERE repository_id = $1 "
+            "GROUP BY path HAVING count(*) > 1) d",
             job["repository_id"],
         )
         duplicate_chunks = await conn.fetchval(
@@ -233,8 +259,7 @@ async def test_basic_background_indexing(
 async def test_progress_monitoring(sizes: Sizes, client: McpClient, db: asyncpg.Pool, fake_embedding_url: str) -> None:
     repos = repos_for(sizes)
     set_embed_delay(fake_embedding_url, max(sizes.delay_ms_per_text, 1.0))
-    # A second index of the same repository: every file is processed again, from scratch.
-    started = await client.call("start_indexing_background", repo_path=str(repos.main), name="progress")
+    started = await client.call("start_indexing_background", repo_path=str(repos.progress), name="progress")
     seen = await follow(client, started["job_id"], timeout=3600, interval=1.0)
     assert seen[-1]["status"] == "completed"
 
@@ -248,8 +273,10 @@ async def test_progress_monitoring(sizes: Sizes, client: McpClient, db: asyncpg.
             last_change = current["_t"]
     messages = [status["progress_message"].lower() for status in seen]
     found = [word for word in PHASE_WORDS if any(word in message for message in messages)]
-    print(f"\nscenario 2: {len(seen)} polls, phases {found}, max update interval "
-          f"{max(intervals, default=0):.1f}s, messages e.g. {seen[len(seen) // 2]['progress_message']!r}")
+    print(
+        f"\nscenario 2: {len(seen)} polls, phases {found}, max update interval "
+        f"{max(intervals, default=0):.1f}s, messages e.g. {seen[len(seen) // 2]['progress_message']!r}"
+    )
     assert max(intervals, default=0) <= 12
     assert len(found) >= 3, found
     files = [status["files_indexed"] for status in seen]
@@ -265,7 +292,7 @@ async def test_progress_monitoring(sizes: Sizes, client: McpClient, db: asyncpg.
 async def test_cancellation(sizes: Sizes, client: McpClient, db: asyncpg.Pool, fake_embedding_url: str) -> None:
     repos = repos_for(sizes)
     set_embed_delay(fake_embedding_url, max(sizes.delay_ms_per_text, 2.0))
-    started = await client.call("start_indexing_background", repo_path=str(repos.main), name="cancel")
+    started = await client.call("start_indexing_background", repo_path=str(repos.cancel), name="cancel")
     job_id = started["job_id"]
 
     async def past_ten_percent() -> dict[str, Any] | None:
@@ -301,9 +328,11 @@ async def test_cancellation(sizes: Sizes, client: McpClient, db: asyncpg.Pool, f
     assert settled_after is not None and settled_after <= 5.0, settled_after
 
     final = await client.call("get_indexing_status", job_id=job_id)
-    print(f"\nscenario 3: cancel acknowledged in {seconds * 1000:.1f} ms at {before['progress_percentage']}%, "
-          f"writes stopped within {settled_after:.2f}s; kept {final['files_indexed']} files, "
-          f"{final['chunks_created']} chunks")
+    print(
+        f"\nscenario 3: cancel acknowledged in {seconds * 1000:.1f} ms at {before['progress_percentage']}%, "
+        f"writes stopped within {settled_after:.2f}s; kept {final['files_indexed']} files, "
+        f"{final['chunks_created']} chunks"
+    )
     assert final["status"] == "cancelled"
     assert final["cancelled_at"] is not None and final["completed_at"] is None
     assert final["files_indexed"] >= before["files_indexed"]
@@ -320,8 +349,9 @@ async def test_cancellation(sizes: Sizes, client: McpClient, db: asyncpg.Pool, f
 async def test_restart_recovery(sizes: Sizes, stack: Stack, db: asyncpg.Pool, fake_embedding_url: str) -> None:
     repos = repos_for(sizes)
     set_embed_delay(fake_embedding_url, max(sizes.delay_ms_per_text, 1.0))
+    control(fake_embedding_url, {"reset_stats": True})
     async with stack.client() as client:
-        started = await client.call("start_indexing_background", repo_path=str(repos.main), name="restart")
+        started = await client.call("start_indexing_background", repo_path=str(repos.restart), name="restart")
         job_id = started["job_id"]
 
         async def past_thirty_percent() -> dict[str, Any] | None:
@@ -337,6 +367,7 @@ async def test_restart_recovery(sizes: Sizes, stack: Stack, db: asyncpg.Pool, fa
     stack.start_workers()
     stack.start_server()
     async with stack.client() as client:
+
         async def running_and_moving() -> dict[str, Any] | None:
             status = await client.call("get_indexing_status", job_id=job_id)
             assert status["status"] not in ("failed", "cancelled"), status
@@ -351,18 +382,38 @@ async def test_restart_recovery(sizes: Sizes, stack: Stack, db: asyncpg.Pool, fa
         seen = await follow(client, job_id, timeout=3600)
     final = seen[-1]
     assert final["status"] == "completed", final
-    assert final["files_indexed"] == python_files(repos.main)
+    assert final["files_indexed"] == python_files(repos.restart)
     assert final["files_indexed"] >= before["files_indexed"]
     assert final["chunks_created"] >= before["chunks_created"]
     await assert_consistent(db, job_id)
-    duplicate = await duplicate_work(db, job_id)
-    # The quickstart's own formula (files after − files before) / files after counts all the work
-    # done after the restart as "duplicate"; the ledger counts what was really embedded twice.
-    print(f"\nscenario 4: killed at {before['progress_percentage']}%; status 'running' {running_after:.1f}s after "
-          f"restart, progress again after {resumed_after:.1f}s (incl. process start); duplicate work "
-          f"{duplicate:.2f}% of files")
+    # The quickstart's own formula, (files after - files before) / files after, counts all the work
+    # done after the restart as duplicate. Measured here instead: texts the embedding service
+    # computed beyond the distinct texts the job needed (its own request counter), and the files of
+    # batches that entered the embed stage again (the ledger).
+    served = control(fake_embedding_url, {})["texts"]
+    async with db.acquire() as conn:
+        needed = await conn.fetchval(
+            "SELECT count(DISTINCT md5(f.path || chr(10) || c.content)) FROM chunks c "
+            "JOIN files f ON f.id = c.file_id WHERE f.job_id = $1",
+            uuid.UUID(job_id),
+        )
+    duplicate_texts = 100.0 * max(served - needed, 0) / needed
+    redone_files = await duplicate_work(db, job_id)
+    print(
+        f"\nscenario 4: killed at {before['progress_percentage']}%; status 'running' {running_after:.1f}s after "
+        f"restart, progress again after {resumed_after:.1f}s (incl. process start); embedder computed "
+        f"{served} texts for {needed} needed: {duplicate_texts:.2f}% duplicate embedding work; files of "
+        f"batches that re-entered the embed stage: {redone_files:.2f}%"
+    )
+    assert served >= needed
     assert resumed_after <= 10.0 + 20.0  # process start-up included; the server alone is ready in ~2 s
-    assert duplicate < 1.0
+    # Lost work is bounded by what was in the embedder's hands when the processes died: one call
+    # of EMBED_BATCH_SIZE texts per embed slot. That is a constant, so the percentage shrinks with
+    # the repository; the quickstart's 1 % is asserted at its own size (15,000 files).
+    in_hands = stack.worker_processes * 1 * 64  # processes x EMBED_CONCURRENCY x EMBED_BATCH_SIZE
+    assert served - needed <= in_hands
+    if sizes is SCALE:
+        assert duplicate_texts < 1.0
 
 
 # --- Scenario 5 ---------------------------------------------------------------------------------
@@ -413,8 +464,10 @@ async def test_concurrent_jobs(sizes: Sizes, client: McpClient, db: asyncpg.Pool
             [job["job_id"] for job in first],
         )
     assert started[fourth["job_id"]] >= first_done, "4th job started before a slot freed"
-    print(f"\nscenario 5: 3 running + 1 pending; status p50 {statistics.median(latencies):.1f} ms, "
-          f"p95 {p95(latencies):.1f} ms over {len(latencies)} queries; 4th started after the first finished")
+    print(
+        f"\nscenario 5: 3 running + 1 pending; status p50 {statistics.median(latencies):.1f} ms, "
+        f"p95 {p95(latencies):.1f} ms over {len(latencies)} queries; 4th started after the first finished"
+    )
     assert p95(latencies) < 100
 
 
@@ -433,14 +486,14 @@ async def test_performance_targets(sizes: Sizes, client: McpClient, fake_embeddi
         creation.append(seconds * 1000)
         await client.call("cancel_indexing_background", job_id=started["job_id"])
 
-    started = await client.call("start_indexing_background", repo_path=str(repos.main), name="query-perf-test")
+    started = await client.call("start_indexing_background", repo_path=str(repos.perf), name="query-perf-test")
     queries: list[float] = []
     for _ in range(100):
         _, seconds = await client.timed("get_indexing_status", job_id=started["job_id"])
         queries.append(seconds * 1000)
     await client.call("cancel_indexing_background", job_id=started["job_id"])
 
-    started = await client.call("start_indexing_background", repo_path=str(repos.main), name="cancel-perf-test")
+    started = await client.call("start_indexing_background", repo_path=str(repos.perf), name="cancel-perf-test")
 
     async def is_running() -> bool:
         return (await client.call("get_indexing_status", job_id=started["job_id"]))["files_indexed"] > 0
@@ -451,9 +504,11 @@ async def test_performance_targets(sizes: Sizes, client: McpClient, fake_embeddi
     while (await client.call("get_indexing_status", job_id=started["job_id"]))["status"] != "cancelled":
         await asyncio.sleep(0.05)
     cancellation = time.monotonic() - cancel_start
-    print(f"\nperformance: job creation p50 {statistics.median(creation):.1f} ms p95 {p95(creation):.1f} ms; "
-          f"status p50 {statistics.median(queries):.1f} ms p95 {p95(queries):.1f} ms; "
-          f"cancellation {cancellation * 1000:.0f} ms")
+    print(
+        f"\nperformance: job creation p50 {statistics.median(creation):.1f} ms p95 {p95(creation):.1f} ms; "
+        f"status p50 {statistics.median(queries):.1f} ms p95 {p95(queries):.1f} ms; "
+        f"cancellation {cancellation * 1000:.0f} ms"
+    )
     assert p95(creation) < 1000
     assert p95(queries) < 100
     assert cancellation <= 5.0
@@ -517,7 +572,8 @@ async def test_search_after_indexing(client: McpClient) -> None:
     lines = target.read_text(encoding="utf-8").splitlines()
     def_line = next(index for index, line in enumerate(lines) if line.startswith("def "))
     function = lines[def_line].split("(")[0].removeprefix("def ")
-    docstring = lines[def_line + 1 + next(i for i, l in enumerate(lines[def_line + 1:]) if '"""' in l)].strip(' "')
+    doc_offset = next(i for i, line in enumerate(lines[def_line + 1 :]) if '"""' in line)
+    docstring = lines[def_line + 1 + doc_offset].strip(' "')
     result = await client.call("search_code", query=f"{function} {docstring}", repository="search-repo", limit=10)
     paths = [hit["file_path"] for hit in result["results"]]
     assert str(target.relative_to(repos.small)) in paths, (function, paths)
@@ -526,7 +582,9 @@ async def test_search_after_indexing(client: McpClient) -> None:
     assert hit["start_line"] <= hit["end_line"]
 
     prefix = str(target.relative_to(repos.small).parent) + "/"
-    filtered = await client.call("search_code", query=function, repository=str(repos.small), path_prefix=prefix, limit=5)
+    filtered = await client.call(
+        "search_code", query=function, repository=str(repos.small), path_prefix=prefix, limit=5
+    )
     assert filtered["results"] and all(hit["file_path"].startswith(prefix) for hit in filtered["results"])
     assert len(filtered["results"]) == 5  # the filter is applied inside the scan, not after a top-5 cut
     none = await client.call("search_code", query=function, repository="search-repo", language="rust")
