@@ -123,8 +123,13 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
 
 
 @pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[McpClient]:
+async def client(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[McpClient]:
     """An MCP session owned by one task for its whole life (anyio scopes must exit where they entered)."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "sizes" in callspec.params:
+        # Generate the repositories before the session opens, so that a test's first call is not
+        # made on a session that sat idle through a minute of file generation.
+        repos_for(callspec.params["sizes"])
     ready: asyncio.Future[McpClient] = asyncio.get_running_loop().create_future()
     done = asyncio.Event()
 

@@ -1,0 +1,149 @@
+"""One indexing job with the real default model, measured against the raw embedder on the same chunks.
+
+    python -m bench.real_model --files 15000 --lines 40
+
+Generates a repository, times the bundled all-MiniLM-L6-v2 alone on a sample of its chunks
+(the physical limit), then runs a real job (RabbitMQ, dramatiq worker processes, embedded
+PostgreSQL) and prints time, files/s, chunks/s and pipeline/raw ratio. Writes JSON to
+``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from actors.chunking import embedding_text
+from actors.embedders.local_model import LocalModelEmbedder
+from actors.pipeline import read_and_chunk
+from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from models.settings import Settings
+from server.service import IndexingService
+from tests.fixtures.generate_test_repo import generate_repo
+from tests.integration.stack import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:
+    files = sorted(str(path.relative_to(repo)) for path in repo.rglob("*.py"))
+    random.Random(7).shuffle(files)
+    payload = read_and_chunk(repo, [{"path": path} for path in files[:count]], settings)
+    texts = [embedding_text(item["path"], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
+    return texts[:count]
+
+
+async def raw_throughput(texts: list[str], batch_size: int) -> float:
+    embedder = LocalModelEmbedder(batch_size=batch_size)
+    await embedder.embed(texts[:8])  # load the model outside the timing
+    start = time.perf_counter()
+    await embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - start)
+
+
+async def run_job(repo: Path, settings: Settings) -> dict[str, float]:
+    async with IndexingService.open(settings) as service:
+        started = await service.start_indexing(str(repo), "bench-real-model")
+        begin = time.perf_counter()
+        last = ""
+        while True:
+            status = await service.status(started.job_id)
+            line = f"{status.progress_percentage}% {status.files_indexed} files {status.chunks_created} chunks"
+            if line != last:
+                print(f"  [{time.perf_counter() - begin:7.1f}s] {line}", flush=True)
+                last = line
+            if status.status in ("completed", "failed", "cancelled"):
+                break
+            await asyncio.sleep(5)
+        seconds = time.perf_counter() - begin
+        assert status.status == "completed", status
+        return {"seconds": seconds, "files": status.files_indexed, "chunks": status.chunks_created}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=15000)
+    parser.add_argument("--lines", type=int, default=40)
+    parser.add_argument("--sample", type=int, default=512, help="chunks for the raw-embedder measurement")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cbm-bench-"))
+    vhost = f"cbm-bench-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+    url = ensure_embedded_postgres(work / "data", free_port())
+    env = {
+        **os.environ,
+        "CODEBASE_MCP_DATABASE_URL": url,
+        "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
+        "CODEBASE_MCP_EMBEDDER": "local",
+        "dramatiq_queue_prefetch": str(args.threads),
+    }
+    os.environ.update({key: value for key, value in env.items() if key.startswith("CODEBASE_MCP_")})
+    settings = Settings()
+    workers = None
+    try:
+        stats = generate_repo(work / "repo", args.files, args.lines, seed=42)
+        print(f"repository: {stats.files} files, {stats.total_lines} lines, {stats.total_bytes / 1e6:.1f} MB")
+        texts = sample_texts(work / "repo", settings, args.sample)
+        raw = asyncio.run(raw_throughput(texts, settings.embed_batch_size))
+        print(f"raw embedder: {raw:.1f} chunks/s on {len(texts)} chunks (batch {settings.embed_batch_size})")
+        workers = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "actors",
+                "--processes",
+                str(args.processes),
+                "--threads",
+                str(args.threads),
+            ],
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=open(work / "workers.log", "wb"),  # noqa: SIM115 (the process owns it)
+            stderr=subprocess.STDOUT,
+        )
+        job = asyncio.run(run_job(work / "repo", settings))
+        pipeline = job["chunks"] / job["seconds"]
+        result = {
+            "files": job["files"],
+            "chunks": job["chunks"],
+            "seconds": round(job["seconds"], 1),
+            "files_per_second": round(job["files"] / job["seconds"], 2),
+            "chunks_per_second": round(pipeline, 2),
+            "raw_embedder_chunks_per_second": round(raw, 2),
+            "ratio": round(pipeline / raw, 3),
+            "avg_lines": args.lines,
+            "worker_processes": args.processes,
+            "worker_threads": args.threads,
+        }
+        print(json.dumps(result, indent=2))
+        out = ROOT / "bench" / "results" / f"real_model_{args.files}.json"
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return 0
+    finally:
+        if workers is not None:
+            os.killpg(workers.pid, signal.SIGTERM)
+            workers.wait(timeout=60)
+        stop_embedded_postgres(work / "data")
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
