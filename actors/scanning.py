@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,7 +186,7 @@ def _gitignore(root: Path) -> pathspec.PathSpec | None:
 
 
 def scan_repository(
-    root: Path, *, max_file_bytes: int, progress_every: int = 1000, on_progress: None | object = None
+    root: Path, *, max_file_bytes: int, progress_every: int = 1000, on_progress: Callable[[int], None] | None = None
 ) -> ScanResult:
     """List indexable files under ``root``, sorted by path (so batches are deterministic).
 
@@ -223,7 +223,7 @@ def scan_repository(
             continue
         found.append(ScannedFile(relative, size))
         if on_progress is not None and len(found) % progress_every == 0:
-            on_progress(len(found))  # type: ignore[operator]
+            on_progress(len(found))
     found.sort(key=lambda item: item.path)
     return ScanResult(found, skipped)
 

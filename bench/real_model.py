@@ -23,13 +23,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from actors.chunking import embedding_text
-from actors.embedders.local_model import LocalModelEmbedder
-from actors.pipeline import read_and_chunk
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
-from server.service import IndexingService
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import free_port
 
@@ -37,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:
+    from actors.chunking import embedding_text
+    from actors.pipeline import read_and_chunk
+
     files = sorted(str(path.relative_to(repo)) for path in repo.rglob("*.py"))
     random.Random(7).shuffle(files)
     payload = read_and_chunk(repo, [{"path": path} for path in files[:count]], settings)
@@ -45,6 +45,8 @@ def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:
 
 
 async def raw_throughput(texts: list[str], batch_size: int) -> float:
+    from actors.embedders.local_model import LocalModelEmbedder
+
     embedder = LocalModelEmbedder(batch_size=batch_size)
     await embedder.embed(texts[:8])  # load the model outside the timing
     start = time.perf_counter()
@@ -52,7 +54,10 @@ async def raw_throughput(texts: list[str], batch_size: int) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-async def run_job(repo: Path, settings: Settings) -> dict[str, float]:
+async def run_job(repo: Path, settings: Settings) -> dict[str, Any]:
+    # Imported only now: the broker is built from the environment when ``actors`` is first imported.
+    from server.service import IndexingService
+
     async with IndexingService.open(settings) as service:
         started = await service.start_indexing(str(repo), "bench-real-model")
         begin = time.perf_counter()
@@ -84,7 +89,9 @@ def main() -> int:
     vhost = f"cbm-bench-{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
-    url = ensure_embedded_postgres(work / "data", free_port())
+    # Its own top-level temp dir: PostgreSQL runs as another user and must reach the folder.
+    data_dir = Path(tempfile.mkdtemp(prefix="cbm-bench-pg-"))
+    url = ensure_embedded_postgres(data_dir, free_port())
     env = {
         **os.environ,
         "CODEBASE_MCP_DATABASE_URL": url,
@@ -140,7 +147,8 @@ def main() -> int:
         if workers is not None:
             os.killpg(workers.pid, signal.SIGTERM)
             workers.wait(timeout=60)
-        stop_embedded_postgres(work / "data")
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pgvector.asyncpg import register_vector
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from models.embedded_postgres import ensure_embedded_postgres
 from models.settings import Settings, get_settings
@@ -47,7 +47,3 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         dbapi_connection.run_async(register_vector)
 
     return engine
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)

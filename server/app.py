@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from models.settings import Settings
 from server.errors import CallerError
 from server.schemas import JobList, JobStatus, SearchResult, StartResult
-from server.service import IndexingService
+from server.service import IndexingService, readiness
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,7 +135,8 @@ def build_http_app(settings: Settings) -> Starlette:
         service: IndexingService | None = holder.get("service")
         if service is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        ready, report = await readiness(service)
+        return JSONResponse({"status": "ready" if ready else "degraded", **report}, status_code=200 if ready else 503)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

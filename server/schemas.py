@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import RowMapping
@@ -104,21 +103,3 @@ class SearchResult(BaseModel):
     query: str
     results: list[SearchHit]
     message: str | None = None
-
-
-class RepositoryInfo(BaseModel):
-    name: str
-    path: str
-    files: int
-    chunks: int
-    last_indexed_at: str | None
-    embedder: str | None
-    dimension: int | None
-
-
-class RepositoryList(BaseModel):
-    repositories: list[RepositoryInfo]
-
-
-def as_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump()

@@ -294,3 +294,55 @@ class IndexingService:
                 for row in rows
             ]
         return SearchResult(query=query, results=hits)
+
+
+def _broker_reachable(url: str) -> str | None:
+    import pika
+
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception as error:  # any failure means "not reachable"; the message says which
+        return f"{type(error).__name__}: {error}"
+    connection.close()
+    return None
+
+
+async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
+    """What ``/readyz`` reports: database, broker and embedder reachable, active jobs, oldest run."""
+    report: dict[str, object] = {}
+    ready = True
+    try:
+        async with service.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'blocked')) AS active, "
+                        "extract(epoch FROM now() - min(started_at) FILTER (WHERE status = 'running')) AS oldest "
+                        "FROM indexing_jobs"
+                    )
+                )
+            ).one()
+        report["database"] = "ok"
+        report["active_jobs"] = int(row.active)
+        report["oldest_running_job_seconds"] = round(float(row.oldest), 1) if row.oldest is not None else None
+    except Exception as error:  # reported, not raised: readiness must answer
+        ready = False
+        report["database"] = f"unreachable: {type(error).__name__}"
+    broker_error = await asyncio.to_thread(_broker_reachable, service.settings.broker_url)
+    report["broker"] = "ok" if broker_error is None else f"unreachable: {broker_error.split('@')[-1]}"
+    ready &= broker_error is None
+    if service.settings.embedder == "ollama":
+        import aiohttp
+
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
+                http.get(service.settings.ollama_url.rstrip("/") + "/api/tags") as reply,
+            ):
+                report["embedder"] = "ok" if reply.status == 200 else f"HTTP {reply.status}"
+        except (aiohttp.ClientError, TimeoutError) as error:
+            report["embedder"] = f"unreachable: {type(error).__name__}"
+        ready &= report["embedder"] == "ok"
+    else:
+        report["embedder"] = "ok (bundled model)"
+    return ready, report
