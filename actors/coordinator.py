@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from actors.broker import resources
 from actors.dispatch import dispatch_window, promote_and_plan
-from actors.messages import COORDINATE_QUEUE
+from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
 from actors.planning import SCAN_SHARE
 from models import jobs, ledger
 from models.logs import log_context
@@ -42,12 +42,7 @@ def describe_progress(
 
 
 @dramatiq.actor(
-    queue_name=COORDINATE_QUEUE,
-    max_retries=20,
-    min_backoff=500,
-    max_backoff=30000,
-    time_limit=300_000,
-    on_retry_exhausted="stage_failed",
+    queue_name=COORDINATE_QUEUE, time_limit=300_000, **{**STAGE_RETRIES, "max_retries": 20, "min_backoff": 500}
 )
 async def record_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()

@@ -23,6 +23,16 @@ WRITE_QUEUE = "index.write"
 COORDINATE_QUEUE = "index.coordinate"
 ALL_QUEUES = (PLAN_QUEUE, CHUNK_QUEUE, EMBED_QUEUE, WRITE_QUEUE, COORDINATE_QUEUE)
 
+#: Retry policy of every pipeline stage: transient faults (database restart, broker hiccup) are
+#: retried with backoff; a stage that keeps failing fails its job through ``stage_failed`` instead
+#: of leaving it running forever.
+STAGE_RETRIES: dict[str, Any] = {
+    "max_retries": 10,
+    "min_backoff": 1000,
+    "max_backoff": 30000,
+    "on_retry_exhausted": "stage_failed",
+}
+
 
 def _message(queue: str, actor: str, *args: Any) -> dramatiq.Message[Any]:
     return dramatiq.Message(queue_name=queue, actor_name=actor, args=args, kwargs={}, options={})

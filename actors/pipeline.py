@@ -27,6 +27,7 @@ from actors.embedders.base import Vectors
 from actors.messages import (
     CHUNK_QUEUE,
     EMBED_QUEUE,
+    STAGE_RETRIES,
     WRITE_QUEUE,
     decode_vectors,
     embed_message,
@@ -87,14 +88,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
     return {"files": out_files, "skipped": skipped, "failed": failed}
 
 
-@dramatiq.actor(
-    queue_name=CHUNK_QUEUE,
-    max_retries=10,
-    min_backoff=1000,
-    max_backoff=30000,
-    time_limit=600_000,
-    on_retry_exhausted="stage_failed",
-)
+@dramatiq.actor(queue_name=CHUNK_QUEUE, time_limit=600_000, **STAGE_RETRIES)
 async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -154,14 +148,7 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
     return np.stack([known[digest] for digest in hashes]).astype(np.float32, copy=False)
 
 
-@dramatiq.actor(
-    queue_name=EMBED_QUEUE,
-    max_retries=10,
-    min_backoff=1000,
-    max_backoff=30000,
-    time_limit=1_800_000,
-    on_retry_exhausted="stage_failed",
-)
+@dramatiq.actor(queue_name=EMBED_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
 async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -256,14 +243,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
     return len(records)
 
 
-@dramatiq.actor(
-    queue_name=WRITE_QUEUE,
-    max_retries=10,
-    min_backoff=1000,
-    max_backoff=30000,
-    time_limit=600_000,
-    on_retry_exhausted="stage_failed",
-)
+@dramatiq.actor(queue_name=WRITE_QUEUE, time_limit=600_000, **STAGE_RETRIES)
 async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     """Store the batch's chunks and mark it written in one transaction, then hand it to the coordinator."""
     res = await resources.get()

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from actors.broker import resources
 from actors.dispatch import dispatch_window, promote_and_plan
-from actors.messages import PLAN_QUEUE
+from actors.messages import PLAN_QUEUE, STAGE_RETRIES
 from actors.scanning import scan_repository
 from models import jobs, ledger
 from models.logs import log_context
@@ -23,14 +23,7 @@ logger = logging.getLogger(__name__)
 SCAN_SHARE = 5
 
 
-@dramatiq.actor(
-    queue_name=PLAN_QUEUE,
-    max_retries=10,
-    min_backoff=1000,
-    max_backoff=30000,
-    time_limit=1_800_000,
-    on_retry_exhausted="stage_failed",
-)
+@dramatiq.actor(queue_name=PLAN_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
 async def plan_job(job_id: str) -> None:
     """Plan a running job once. A repeated message (redelivery, resume) only tops up the window."""
     res = await resources.get()
