@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import actors.broker  # noqa: F401  (sets the process's broker, which publishing uses)
 from actors.dispatch import dispatch_window, promote_and_plan, publish, redispatch_stale, start_planning
-from actors.embedders import Embedder, build_embedder, configured_dimension_async
+from actors.embedders import Embedder, EmbedderUnavailableError, build_embedder, configured_dimension_async
+from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
 from models import jobs
 from models.database import create_engine, resolve_database_url
@@ -332,16 +333,12 @@ async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
     report["broker"] = "ok" if broker_error is None else f"unreachable: {broker_error.split('@')[-1]}"
     ready &= broker_error is None
     if service.settings.embedder == "ollama":
-        import aiohttp
-
+        # A real embedding of one word: a server can list its models yet fail to embed.
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
-                http.get(service.settings.ollama_url.rstrip("/") + "/api/tags") as reply,
-            ):
-                report["embedder"] = "ok" if reply.status == 200 else f"HTTP {reply.status}"
-        except (aiohttp.ClientError, TimeoutError) as error:
-            report["embedder"] = f"unreachable: {type(error).__name__}"
+            await probe_dimension(service.settings.ollama_url, service.settings.ollama_model, timeout_seconds=5)
+            report["embedder"] = "ok"
+        except EmbedderUnavailableError as error:
+            report["embedder"] = f"unreachable: {error}"
         ready &= report["embedder"] == "ok"
     else:
         report["embedder"] = "ok (bundled model)"

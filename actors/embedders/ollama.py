@@ -103,7 +103,8 @@ async def probe_dimension(url: str, model: str, timeout_seconds: float = 30.0) -
     probe = OllamaEmbedder(url=url, model=model, dimension=-1, max_attempts=1, timeout_seconds=timeout_seconds)
     try:
         async with probe._client().post(probe._endpoint, json={"model": model, "input": ["dimension probe"]}) as reply:
-            reply.raise_for_status()
+            if reply.status != 200:
+                raise EmbedderUnavailableError(f"embedding service {url} (model {model}) answered HTTP {reply.status}")
             body = await reply.json()
             return len(body["embeddings"][0])
     except (aiohttp.ClientError, TimeoutError, KeyError, IndexError) as error:

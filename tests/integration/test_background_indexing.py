@@ -18,6 +18,7 @@ import signal
 import statistics
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -598,3 +599,34 @@ async def test_search_after_indexing(client: McpClient) -> None:
         await client.call("search_code", query="x", repository="no-such-repository")
     with pytest.raises(ToolCallError, match="validation error: limit"):
         await client.call("search_code", query="x", limit=100_000)
+
+
+async def test_embedding_service_down_fails_the_job_clearly(
+    client: McpClient, stack: Stack, fake_embedding_url: str, tmp_path: Path
+) -> None:
+    generate_repo(tmp_path / "repo", 30, 40, seed=99)  # fresh texts: nothing in the embedding cache
+    set_embed_delay(fake_embedding_url, 0)
+    control(fake_embedding_url, {"fail": True})
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/readyz", timeout=10) as reply:
+            raise AssertionError(f"/readyz answered {reply.status} while the embedder is down")
+    except urllib.error.HTTPError as error:
+        report = json.loads(error.read())
+        assert error.code == 503 and "answered HTTP 503" in report["embedder"], report
+    try:
+        started = await client.call("start_indexing_background", repo_path=str(tmp_path / "repo"), name="down")
+        final = (await follow(client, started["job_id"], timeout=120, interval=0.2))[-1]
+    finally:
+        control(fake_embedding_url, {"fail": False})
+    assert final["status"] == "failed", final
+    assert fake_embedding_url in final["error_message"] and "fake-deterministic" in final["error_message"]
+    assert final["failed_at"] is not None and final["completed_at"] is None
+    print(f"\nembedder down: job failed with {final['error_message']!r}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/readyz", timeout=10) as reply:
+        report = json.loads(reply.read())
+    assert report["status"] == "ready" and report["database"] == "ok" and report["broker"] == "ok", report
+    assert report["active_jobs"] == 0
+    # The failure is final for that job, and a new request can retry the repository.
+    retried = await client.call("start_indexing_background", repo_path=str(tmp_path / "repo"), name="retry")
+    assert retried["job_id"] != started["job_id"]
+    assert (await follow(client, retried["job_id"], timeout=120, interval=0.2))[-1]["status"] == "completed"
