@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pika
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,7 +28,7 @@ from models import jobs
 from models.database import create_engine, resolve_database_url
 from models.migrate import upgrade_to_head
 from models.settings import Settings
-from models.tables import JOB_STATUSES
+from models.tables import ACTIVE_STATUSES, JOB_STATUSES
 from server.errors import InvalidStateError, NotFoundError, ValidationError
 from server.schemas import JobList, JobStatus, SearchHit, SearchResult, StartResult
 
@@ -298,8 +299,6 @@ class IndexingService:
 
 
 def _broker_reachable(url: str) -> str | None:
-    import pika
-
     try:
         connection = pika.BlockingConnection(pika.URLParameters(url))
     except Exception as error:  # any failure means "not reachable"; the message says which
@@ -317,10 +316,11 @@ async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
             row = (
                 await conn.execute(
                     text(
-                        "SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'blocked')) AS active, "
+                        "SELECT count(*) FILTER (WHERE status = ANY(:active)) AS active, "
                         "extract(epoch FROM now() - min(started_at) FILTER (WHERE status = 'running')) AS oldest "
                         "FROM indexing_jobs"
-                    )
+                    ),
+                    {"active": list(ACTIVE_STATUSES)},
                 )
             ).one()
         report["database"] = "ok"
