@@ -270,29 +270,6 @@ async def stale_batches(conn: AsyncConnection, *, older_than_seconds: float) -> 
     return [(row.job_id, row.batch_no, row.state) for row in rows]
 
 
-async def duplicate_work(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, float]:
-    """Files processed more than once by each stage, as a percentage of the job's files."""
-    row = (
-        await conn.execute(
-            text(
-                "SELECT coalesce(sum(file_count), 0) AS files, "
-                "coalesce(sum(greatest(chunk_runs - 1, 0) * file_count), 0) AS chunk_dup, "
-                "coalesce(sum(greatest(embed_runs - 1, 0) * file_count), 0) AS embed_dup, "
-                "coalesce(sum(greatest(write_runs - 1, 0) * file_count), 0) AS write_dup "
-                "FROM index_batches WHERE job_id = :job_id"
-            ),
-            {"job_id": job_id},
-        )
-    ).one()
-    files = max(int(row.files), 1)
-    return {
-        "files": int(row.files),
-        "chunk_duplicate_pct": 100.0 * int(row.chunk_dup) / files,
-        "embed_duplicate_pct": 100.0 * int(row.embed_dup) / files,
-        "write_duplicate_pct": 100.0 * int(row.write_dup) / files,
-    }
-
-
 async def replace_token(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> None:
     await conn.execute(
         text("UPDATE index_batches SET token = :token, updated_at = now() WHERE job_id = :job_id AND batch_no = :n"),
