@@ -74,6 +74,11 @@ def chunk_text(text: str, *, window: int, overlap: int, max_chars: int) -> list[
     return chunks
 
 
-def embedding_text(path: str, body: str) -> str:
-    """What the embedder sees: the file path as a header improves retrieval of file-level questions."""
-    return f"{path}\n{body}"
+def chunk_header(path: str, chunk: Chunk) -> str:
+    """A one-line description of the chunk: its file, and its symbol where known."""
+    return f"{path} {chunk.symbol}" if chunk.symbol else path
+
+
+def embedding_text(header: str, body: str) -> str:
+    """What the embedder sees: the header (file path, symbol) improves retrieval of file-level questions."""
+    return f"{header}\n{body}"

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors.broker import resources
-from actors.chunking import chunk_text, embedding_text
+from actors.chunking import chunk_header, chunk_text, embedding_text
 from actors.dispatch import promote_and_plan, publish
 from actors.embedders import EmbedderUnavailableError
 from actors.embedders.base import Vectors
@@ -82,7 +82,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
                 "language": language_of(relative),
                 "size": len(raw),
                 "lines": content.count("\n") + (0 if content.endswith("\n") or not content else 1),
-                "chunks": [[c.start_line, c.end_line, c.symbol, c.text] for c in chunks],
+                "chunks": [[c.start_line, c.end_line, c.symbol, c.text, chunk_header(relative, c)] for c in chunks],
             }
         )
     return {"files": out_files, "skipped": skipped, "failed": failed}
@@ -160,7 +160,7 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
                 claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
             if claim is None or claim.job_status != "running":
                 return
-            texts = [embedding_text(item["path"], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
+            texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
             try:
                 vectors = await embed_texts(res, job, batch_no, texts)
             except EmbedderUnavailableError as error:
@@ -215,9 +215,9 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
     position = 0
     for item in files:
         file_id = file_ids[item["path"]]
-        for ordinal, (start, end, symbol, body) in enumerate(item["chunks"]):
+        for ordinal, (start, end, symbol, body, header) in enumerate(item["chunks"]):
             records.append(
-                (file_id, repository_id, ordinal, start, end, item["language"], symbol, body, vectors[position])
+                (file_id, repository_id, ordinal, start, end, item["language"], symbol, body, header, vectors[position])
             )
             position += 1
     if position != len(vectors):
@@ -237,6 +237,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
                 "language",
                 "symbol",
                 "content",
+                "header",
                 "embedding",
             ],
         )

@@ -77,7 +77,8 @@ class Stack:
         log = open(self.log_dir / f"{name}-{self._restarts}.log", "wb")  # noqa: SIM115 (owned by the process)
         return subprocess.Popen(
             args,
-            env={**self.env, **(extra_env or {})},
+            # PYTHONPATH: run this checkout's code even when the venv's editable install points elsewhere.
+            env={**self.env, "PYTHONPATH": str(REPO_ROOT), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,

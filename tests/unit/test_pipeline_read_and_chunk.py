@@ -42,7 +42,7 @@ def test_text_file_is_hashed_chunked_and_described(tmp_path: Path, settings: Set
     assert item["language"] == "python"
     assert item["size"] == len(raw)
     assert item["lines"] == 2
-    assert item["chunks"] == [[1, 2, "greet", "def greet(name):\n    return 'hi ' + name"]]
+    assert item["chunks"] == [[1, 2, "greet", "def greet(name):\n    return 'hi ' + name", "pkg/greet.py greet"]]
 
 
 def test_payload_is_plain_json_data(tmp_path: Path, settings: Settings) -> None:
@@ -75,7 +75,7 @@ def test_chunk_ranges_stay_within_the_counted_lines(tmp_path: Path, settings: Se
     item = _only_file(_run(tmp_path, settings, {"m.py": raw}))
     assert item["lines"] == 57
     assert item["chunks"], "a file with code has chunks"
-    assert all(1 <= start <= end <= 57 for start, end, _symbol, _text in item["chunks"])
+    assert all(1 <= start <= end <= 57 for start, end, _symbol, _text, _header in item["chunks"])
     assert item["chunks"][-1][1] == 57
 
 
@@ -136,7 +136,7 @@ def test_blank_file_is_indexed_with_no_chunks(tmp_path: Path, settings: Settings
 def test_chunks_use_the_settings(tmp_path: Path, settings: Settings) -> None:
     raw = "".join(f"v{i} = {i}\n" for i in range(1, 21)).encode()  # 20 dense lines, no cut points
     item = _only_file(_run(tmp_path, settings, {"v.py": raw}))
-    ranges = [(start, end) for start, end, _symbol, _text in item["chunks"]]
+    ranges = [(start, end) for start, end, _symbol, _text, _header in item["chunks"]]
     assert ranges == [(1, 5), (5, 9), (9, 13), (13, 17), (17, 20)]  # window 5, overlap 1
     assert all(len(text) <= 200 for *_rest, text in item["chunks"])
 
