@@ -82,7 +82,7 @@ def test_chunk_ranges_stay_within_the_counted_lines(tmp_path: Path, settings: Se
 def test_chunk_ranges_stay_within_the_counted_lines_with_other_line_breaks(tmp_path: Path, settings: Settings) -> None:
     raw = b"a = 1\rb = 2\rc = 3\r"
     item = _only_file(_run(tmp_path, settings, {"classic_mac.py": raw}))
-    assert all(end <= item["lines"] for _start, end, _symbol, _text in item["chunks"])
+    assert all(end <= item["lines"] for _start, end, _symbol, _text, _header in item["chunks"])
 
 
 def test_nul_byte_marks_a_file_binary(tmp_path: Path, settings: Settings) -> None:
