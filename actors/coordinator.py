@@ -84,7 +84,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     "chunks": recorded.chunks_created,
                 },
             )
-            if row.status != "running":
+            if row.status not in jobs.LIVE_STATUSES:
                 # Cancelled or failed: the counters still tell the truth about what is stored.
                 return
             if batches_done >= (row.batches_total or 0):
@@ -111,7 +111,9 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                 )
                 await conn.execute(
                     text(
-                        "UPDATE indexing_jobs SET phase = :phase, progress_message = :message, "
+                        # A blocked job keeps saying what it waits for.
+                        "UPDATE indexing_jobs SET phase = :phase, progress_message = CASE WHEN status = 'blocked' "
+                        "THEN progress_message ELSE :message END, "
                         "progress_percentage = GREATEST(progress_percentage, :pct) WHERE id = :id"
                     ),
                     {"id": job, "phase": phase, "message": message, "pct": percentage},

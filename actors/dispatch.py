@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
@@ -13,9 +14,9 @@ from actors.messages import chunk_message, plan_message, record_message
 from models import jobs, ledger
 
 
-async def publish(message: dramatiq.Message[Any]) -> None:
-    """Send with publisher confirms, off the event loop (pika is blocking)."""
-    await asyncio.to_thread(dramatiq.get_broker().enqueue, message)
+async def publish(message: dramatiq.Message[Any], *, delay_ms: int | None = None) -> None:
+    """Send with publisher confirms, off the event loop (pika is blocking); ``delay_ms`` holds it back."""
+    await asyncio.to_thread(functools.partial(dramatiq.get_broker().enqueue, message, delay=delay_ms))
 
 
 async def dispatch_window(conn: AsyncConnection, job_id: uuid.UUID, window: int) -> int:

@@ -95,7 +95,7 @@ async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
     with log_context(job_id=job_id, batch=batch_no, stage="chunk"):
         async with res.engine.begin() as conn:
             claim = await ledger.claim(conn, job, batch_no, state="queued", token=current, run_column="chunk_runs")
-        if claim is None or claim.job_status != "running":
+        if claim is None or claim.job_status not in jobs.LIVE_STATUSES:
             logger.debug("dropping chunk message (stale or job not running)")
             return
         payload = await asyncio.to_thread(read_and_chunk, Path(claim.repo_path), claim.files, res.settings)
@@ -133,11 +133,13 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
     for start in range(0, len(todo), step):
         if start:
             async with res.engine.connect() as conn:
-                if await _job_status(conn, job) != "running":
+                if await _job_status(conn, job) not in jobs.LIVE_STATUSES:
                     return None
         part = todo[start : start + step]
         vectors = await res.embedder.embed([body for _, body in part])
         async with res.engine.begin() as conn:
+            # The backend answered: a job blocked on it runs again (job row first: the lock order).
+            await jobs.unblock_job(conn, job, backend=name)
             await embedding_cache.store(conn, name, [digest for digest, _ in part], list(vectors))
             await ledger.count_embedded(conn, job, batch_no, embedded=len(part))
         known.update((digest, vector) for (digest, _), vector in zip(part, vectors, strict=True))
@@ -158,16 +160,13 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
         async with resources.embed_slot():
             async with res.engine.begin() as conn:
                 claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
-            if claim is None or claim.job_status != "running":
+            if claim is None or claim.job_status not in jobs.LIVE_STATUSES:
                 return
             texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
             try:
                 vectors = await embed_texts(res, job, batch_no, texts)
             except EmbedderUnavailableError as error:
-                logger.error("embedder unavailable: %s", error)
-                async with res.engine.begin() as conn:
-                    await jobs.fail_job(conn, job, str(error))
-                await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+                await wait_for_embedder(res, job, batch_no, current, payload, str(error))
                 return
         if vectors is None:
             logger.info("job no longer running; stopped mid-batch")
@@ -181,6 +180,52 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             await ledger.hop(
                 conn, job, batch_no, from_state="chunked", token=current, to_state="embedded", send_next=send
             )
+
+
+def blocked_retry_seconds(timeout_seconds: float) -> float:
+    """How long a blocked batch waits before asking the embedder again: often enough to resume
+    within seconds of the service's return, rarely enough not to hammer a service that is down."""
+    return min(5.0, max(0.5, timeout_seconds / 10))
+
+
+async def wait_for_embedder(
+    res: Resources, job: uuid.UUID, batch_no: int, token: uuid.UUID, payload: dict[str, Any], error: str
+) -> None:
+    """The embedder stayed down through its own retries: block the job and try the batch again later.
+
+    The batch keeps its state and gets a fresh token with a delayed copy of its message (a hop
+    from ``chunked`` to ``chunked``), so the ledger's rule holds: one live message per batch. Past
+    ``BLOCKED_TIMEOUT_SECONDS`` of waiting the job fails with a message naming the backend.
+    """
+    name = res.embedder.name
+    timeout = res.settings.blocked_timeout_seconds
+    delay = blocked_retry_seconds(timeout)
+
+    async def send(next_token: uuid.UUID) -> None:
+        await publish(embed_message(job, batch_no, next_token, payload), delay_ms=int(delay * 1000))
+
+    failed = False
+    async with res.engine.begin() as conn:
+        waited = await jobs.block_job(conn, job, backend=name, error=error)
+        if waited is None:
+            return
+        if waited >= timeout:
+            failed = await jobs.fail_job(conn, job, jobs.blocked_failure(name, waited, error))
+        else:
+            # This attempt embedded nothing: it is not counted as work done on the batch.
+            await conn.execute(
+                text(
+                    "UPDATE index_batches SET embed_runs = greatest(embed_runs - 1, 0) "
+                    "WHERE job_id = :job_id AND batch_no = :batch_no AND token = :token"
+                ),
+                {"job_id": job, "batch_no": batch_no, "token": token},
+            )
+            await ledger.hop(conn, job, batch_no, from_state="chunked", token=token, to_state="chunked", send_next=send)
+    if failed:
+        logger.error("embedding service %s down for %.0f s: job failed (%s)", name, waited, error)
+        await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+    else:
+        logger.warning("embedding service %s unavailable; job blocked %.0f s, retry in %.1f s", name, waited, delay)
 
 
 async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid.UUID, payload: dict[str, Any]) -> int:

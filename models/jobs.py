@@ -18,6 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.tables import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 
+#: Statuses whose pipeline is live: batches move on. A ``blocked`` job keeps its messages alive and
+#: waits for a backend; it holds its running slot and returns to ``running`` by itself.
+LIVE_STATUSES = ("running", "blocked")
+
 #: Serialises admission and promotion so that the running-slot limit is never exceeded.
 _ADMISSION_LOCK_KEY = 0x0C0DE10B5
 
@@ -236,7 +240,7 @@ async def purge_finished(conn: AsyncConnection, *, older_than_days: int) -> int:
 
 
 async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: str, dimension: int) -> bool:
-    """Finish a running job whose every batch is recorded; returns False if it was not running."""
+    """Finish a live job whose every batch is recorded; returns False if it was not live."""
     result = await conn.execute(
         text(
             "UPDATE indexing_jobs SET status = 'completed', completed_at = now(), updated_at = now(), "
@@ -244,9 +248,9 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
             "progress_message = 'complete: ' || files_indexed || ' files indexed, ' || chunks_created || ' chunks, ' "
             "|| files_skipped || ' skipped, ' || files_failed || ' failed in ' "
             "|| round(extract(epoch FROM now() - started_at)::numeric, 1) || ' s' "
-            "WHERE id = :id AND status = 'running' RETURNING repository_id"
+            "WHERE id = :id AND status = ANY(:live) RETURNING repository_id"
         ),
-        {"id": job_id},
+        {"id": job_id, "live": list(LIVE_STATUSES)},
     )
     row = result.first()
     if row is None:
@@ -260,3 +264,79 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
     )
     await add_event(conn, job_id, "completed")
     return True
+
+
+def waiting_message(backend: str) -> str:
+    return f"waiting for the embedding service ({backend})"
+
+
+async def block_job(conn: AsyncConnection, job_id: uuid.UUID, *, backend: str, error: str) -> float | None:
+    """Mark a running job ``blocked`` on ``backend``; returns how long it has been blocked (s).
+
+    Idempotent: a job already blocked keeps its original blocked time, so the timeout counts from
+    the first failure. Returns None when the job is neither running nor blocked (finished, cancelled).
+    """
+    status = await conn.scalar(text("SELECT status FROM indexing_jobs WHERE id = :id FOR UPDATE"), {"id": job_id})
+    if status not in LIVE_STATUSES:
+        return None
+    if status == "running":
+        await conn.execute(
+            text(
+                "UPDATE indexing_jobs SET status = 'blocked', updated_at = now(), progress_message = :message "
+                "WHERE id = :id"
+            ),
+            {"id": job_id, "message": waiting_message(backend)},
+        )
+        await add_event(conn, job_id, "blocked", {"backend": backend, "error": error})
+        return 0.0
+    return await blocked_seconds(conn, job_id)
+
+
+async def blocked_seconds(conn: AsyncConnection, job_id: uuid.UUID) -> float:
+    """Seconds since the job's latest ``blocked`` event (0 if it has none)."""
+    value = await conn.scalar(
+        text("SELECT extract(epoch FROM now() - max(at)) FROM job_events WHERE job_id = :id AND event = 'blocked'"),
+        {"id": job_id},
+    )
+    return float(value or 0.0)
+
+
+async def unblock_job(conn: AsyncConnection, job_id: uuid.UUID, *, backend: str) -> bool:
+    """Return a blocked job to ``running`` (its backend answered); returns False if it was not blocked.
+
+    Lock order: call before touching any of the job's batch rows in the same transaction.
+    """
+    result = await conn.execute(
+        text(
+            "UPDATE indexing_jobs SET status = 'running', updated_at = now(), "
+            "progress_message = 'embedding: the embedding service (' || :backend || ') answers again' "
+            "WHERE id = :id AND status = 'blocked'"
+        ),
+        {"id": job_id, "backend": backend},
+    )
+    if result.rowcount:
+        await add_event(conn, job_id, "resumed", {"backend": backend})
+    return bool(result.rowcount)
+
+
+def blocked_failure(backend: str, seconds: float, error: str) -> str:
+    return f"the embedding service ({backend}) stayed unreachable for {seconds:.0f} s: {error}"
+
+
+async def fail_overdue_blocked(conn: AsyncConnection, *, timeout_seconds: float) -> list[uuid.UUID]:
+    """Fail jobs blocked longer than the timeout whose batches stopped retrying (messages lost)."""
+    rows = await conn.execute(
+        text(
+            "SELECT j.id, e.detail, extract(epoch FROM now() - e.at) AS seconds FROM indexing_jobs j "
+            "CROSS JOIN LATERAL (SELECT detail, at FROM job_events WHERE job_id = j.id AND event = 'blocked' "
+            "ORDER BY at DESC LIMIT 1) e WHERE j.status = 'blocked' AND e.at < now() - make_interval(secs => :secs)"
+        ),
+        {"secs": timeout_seconds},
+    )
+    failed = []
+    for row in list(rows):
+        detail = row.detail or {}
+        message = blocked_failure(str(detail.get("backend")), float(row.seconds), str(detail.get("error")))
+        if await fail_job(conn, row.id, message):
+            failed.append(row.id)
+    return failed

@@ -176,13 +176,13 @@ async def hop(
     ``work`` runs inside the same transaction after the checks (the write stage stores its chunks
     there); ``run_column`` is counted here when the stage's work is the transaction itself.
     Returns False (and publishes nothing) when the message is stale or, with
-    ``require_job_running``, the job is no longer running.
+    ``require_job_running``, the job is no longer live (running or blocked).
     """
     if require_job_running:
         status = await conn.scalar(
             text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
         )
-        if status != "running":
+        if status not in ("running", "blocked"):  # models.jobs.LIVE_STATUSES
             return False
     current = await _lock_batch(conn, job_id, batch_no)
     if current is None or current.state != from_state or current.token != token:
@@ -258,11 +258,11 @@ async def stage_counts(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, in
 
 
 async def stale_batches(conn: AsyncConnection, *, older_than_seconds: float) -> list[tuple[uuid.UUID, int, str]]:
-    """In-flight batches of running jobs that have not moved for too long: their message was lost."""
+    """In-flight batches of live jobs that have not moved for too long: their message was lost."""
     rows = await conn.execute(
         text(
             "SELECT b.job_id, b.batch_no, b.state FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
-            "WHERE j.status = 'running' AND b.state = ANY(:states) "
+            "WHERE j.status IN ('running', 'blocked') AND b.state = ANY(:states) "
             "AND b.updated_at < now() - make_interval(secs => :secs) FOR UPDATE OF b SKIP LOCKED"
         ),
         {"states": list(IN_FLIGHT_STAGE), "secs": older_than_seconds},

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     embed_max_attempts: int = Field(default=5, ge=1, description="Attempts per embedder call before the job fails.")
     embed_retry_base_seconds: float = Field(default=0.5, ge=0, description="First backoff; doubles per attempt.")
     embed_timeout_seconds: float = Field(default=120.0, gt=0, description="HTTP timeout of one embedder call.")
+    blocked_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="A job waiting (blocked) this long for an unreachable embedding service fails, naming it.",
+    )
     max_concurrent_jobs: int = Field(default=3, ge=1, description="Jobs running at once; the rest wait as pending.")
     batch_size: int = Field(default=25, ge=1, le=1000, description="Files per ledger batch.")
     batch_max_bytes: int = Field(default=1_000_000, ge=1024, description="Source bytes per batch (bounds messages).")

@@ -178,7 +178,7 @@ class IndexingService:
     # --- recovery ----------------------------------------------------------------------------
 
     async def resume(self) -> list[uuid.UUID]:
-        """After a restart: re-plan unplanned running jobs, refill windows, start pending jobs.
+        """After a restart: re-plan unplanned live jobs, refill windows, start pending jobs.
 
         Messages of dispatched batches are still in RabbitMQ (durable queues, persistent messages,
         unacked deliveries of killed workers are requeued), so they are not sent again here;
@@ -186,7 +186,8 @@ class IndexingService:
         """
         async with self.engine.begin() as conn:
             rows = await conn.execute(
-                text("SELECT id, planned_at FROM indexing_jobs WHERE status = 'running' ORDER BY started_at")
+                text("SELECT id, planned_at FROM indexing_jobs WHERE status = ANY(:live) ORDER BY started_at"),
+                {"live": list(jobs.LIVE_STATUSES)},
             )
             running = list(rows)
             unplanned = [row.id for row in running if row.planned_at is None]
@@ -201,7 +202,8 @@ class IndexingService:
         return [row.id for row in running]
 
     async def reap(self) -> None:
-        """Periodic upkeep: re-send lost batch messages, start pending jobs, purge old finished jobs."""
+        """Periodic upkeep: re-send lost batch messages, start pending jobs, purge old finished jobs,
+        fail jobs blocked past the timeout."""
         async with self.engine.begin() as conn:
             resent = await redispatch_stale(conn, older_than_seconds=self.settings.stale_batch_seconds)
             stale_plans = await conn.execute(
@@ -213,8 +215,15 @@ class IndexingService:
             )
             unplanned = [row.id for row in stale_plans]
             purged = await jobs.purge_finished(conn, older_than_days=self.settings.job_retention_days)
+            # Normally the blocked batches fail their job themselves; this covers a job whose
+            # delayed messages were lost, so that no job waits forever.
+            overdue = await jobs.fail_overdue_blocked(
+                conn, timeout_seconds=self.settings.blocked_timeout_seconds + STALE_PLAN_SECONDS
+            )
         await start_planning(unplanned)
         await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
+        if overdue:
+            logger.warning("upkeep: %d job(s) blocked past the timeout failed", len(overdue))
         if resent or purged:
             logger.info("upkeep: %d stale batch(es) re-sent, %d finished job(s) purged", resent, purged)
 

@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from tests.integration.stack import McpClient, Stack, ToolCallError, wait_for
 
 TERMINAL = ("completed", "failed", "cancelled")
 PHASE_WORDS = ("scanning", "chunking", "embedding", "writing", "complete")
+#: Seconds a job may wait for an unreachable embedding service before it fails (the tests' stack).
+BLOCKED_TIMEOUT = 15
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ def set_embed_delay(url: str, delay_ms_per_text: float) -> None:
 @pytest.fixture(scope="module")
 def stack(base_env: dict[str, str]) -> Iterator[Stack]:
     log_dir = Path(tempfile.mkdtemp(prefix="cbm-test-logs-"))
-    running = Stack(env=base_env, log_dir=log_dir)
+    # A short blocked timeout, so that "embedding service down for good" fails within the test.
+    running = Stack(env={**base_env, "CODEBASE_MCP_BLOCKED_TIMEOUT_SECONDS": str(BLOCKED_TIMEOUT)}, log_dir=log_dir)
     running.start_workers()
     running.start_server()
     yield running
@@ -601,27 +605,42 @@ async def test_search_after_indexing(client: McpClient) -> None:
         await client.call("search_code", query="x", limit=100_000)
 
 
-async def test_embedding_service_down_fails_the_job_clearly(
-    client: McpClient, stack: Stack, fake_embedding_url: str, tmp_path: Path
+async def job_events(db: asyncpg.Pool, job_id: str) -> list[str]:
+    async with db.acquire() as conn:
+        rows = await conn.fetch("SELECT event FROM job_events WHERE job_id = $1 ORDER BY at, id", uuid.UUID(job_id))
+    return [row["event"] for row in rows]
+
+
+async def test_embedding_service_down_for_good_fails_the_job_clearly(
+    client: McpClient, stack: Stack, db: asyncpg.Pool, fake_embedding_url: str, tmp_path: Path
 ) -> None:
     generate_repo(tmp_path / "repo", 30, 40, seed=99)  # fresh texts: nothing in the embedding cache
     set_embed_delay(fake_embedding_url, 0)
     control(fake_embedding_url, {"fail": True})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/readyz", timeout=10) as reply:
-            raise AssertionError(f"/readyz answered {reply.status} while the embedder is down")
-    except urllib.error.HTTPError as error:
-        report = json.loads(error.read())
-        assert error.code == 503 and "answered HTTP 503" in report["embedder"], report
-    try:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/readyz", timeout=10) as reply:
+                raise AssertionError(f"/readyz answered {reply.status} while the embedder is down")
+        except urllib.error.HTTPError as error:
+            report = json.loads(error.read())
+            assert error.code == 503 and "answered HTTP 503" in report["embedder"], report
         started = await client.call("start_indexing_background", repo_path=str(tmp_path / "repo"), name="down")
-        final = (await follow(client, started["job_id"], timeout=120, interval=0.2))[-1]
+        seen = await follow(client, started["job_id"], timeout=BLOCKED_TIMEOUT + 90, interval=0.2)
     finally:
         control(fake_embedding_url, {"fail": False})
+    final = seen[-1]
+    blocked = [status for status in seen if status["status"] == "blocked"]
+    assert blocked, "the job never showed the blocked state"
+    assert blocked[-1]["progress_message"] == "waiting for the embedding service (ollama:fake-deterministic)"
     assert final["status"] == "failed", final
-    assert fake_embedding_url in final["error_message"] and "fake-deterministic" in final["error_message"]
+    assert "ollama:fake-deterministic" in final["error_message"] and "unreachable" in final["error_message"]
+    assert fake_embedding_url in final["error_message"], final["error_message"]
     assert final["failed_at"] is not None and final["completed_at"] is None
-    print(f"\nembedder down: job failed with {final['error_message']!r}")
+    waited = (datetime.fromisoformat(final["failed_at"]) - datetime.fromisoformat(final["started_at"])).total_seconds()
+    assert waited >= BLOCKED_TIMEOUT, waited
+    events = await job_events(db, started["job_id"])
+    assert events.count("blocked") == 1 and events[-1] == "failed", events
+    print(f"\nembedder down for good: blocked, then failed after {waited:.1f} s: {final['error_message']!r}")
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/readyz", timeout=10) as reply:
         report = json.loads(reply.read())
     assert report["status"] == "ready" and report["database"] == "ok" and report["broker"] == "ok", report
@@ -630,3 +649,45 @@ async def test_embedding_service_down_fails_the_job_clearly(
     retried = await client.call("start_indexing_background", repo_path=str(tmp_path / "repo"), name="retry")
     assert retried["job_id"] != started["job_id"]
     assert (await follow(client, retried["job_id"], timeout=120, interval=0.2))[-1]["status"] == "completed"
+    assert (await client.call("get_indexing_status", job_id=started["job_id"]))["status"] == "failed"
+
+
+async def test_embedding_service_down_for_a_while_blocks_then_resumes(
+    client: McpClient, db: asyncpg.Pool, fake_embedding_url: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    generate_repo(repo, 120, 40, seed=98)
+    set_embed_delay(fake_embedding_url, 0)
+    control(fake_embedding_url, {"fail": True})
+    try:
+        started = await client.call("start_indexing_background", repo_path=str(repo), name="blocked")
+        job_id = started["job_id"]
+
+        async def blocked() -> dict[str, Any] | None:
+            status = await client.call("get_indexing_status", job_id=job_id)
+            assert status["status"] not in TERMINAL, status
+            return status if status["status"] == "blocked" else None
+
+        status = await wait_for(blocked, timeout=60, what="job blocked")
+        assert status["progress_message"] == "waiting for the embedding service (ollama:fake-deterministic)"
+        # Still waiting, not failed, well before the timeout; and it counts against the job slots.
+        await asyncio.sleep(BLOCKED_TIMEOUT / 3)
+        status = await client.call("get_indexing_status", job_id=job_id)
+        assert status["status"] == "blocked", status
+        listed = await client.call("list_indexing_jobs", status="blocked")
+        assert job_id in [job["job_id"] for job in listed["jobs"]]
+    finally:
+        control(fake_embedding_url, {"fail": False})
+    back = time.monotonic()
+    seen = await follow(client, job_id, timeout=120, interval=0.2)
+    final = seen[-1]
+    running_again = next(s["_t"] for s in seen if s["status"] in ("running", "completed")) - back
+    assert final["status"] == "completed", final
+    assert final["error_message"] is None
+    assert final["files_indexed"] == python_files(repo)
+    stored = await assert_consistent(db, job_id)
+    assert stored["files"] == python_files(repo)
+    events = await job_events(db, job_id)
+    assert "blocked" in events and "resumed" in events and events[-1] == "completed", events
+    assert events.index("blocked") < events.index("resumed")
+    print(f"\nembedder down for a while: blocked, running again {running_again:.1f} s after the service returned")
