@@ -578,7 +578,7 @@ async def test_embedding_service_down_for_a_while_blocks_then_resumes(
     events = [
         row["event"]
         for row in await faults_db.fetch(
-            "SELECT event FROM job_events WHERE job_id = $1 ORDER BY at, id", uuid.UUID(job_id)
+            "SELECT event FROM job_events WHERE job_id = $1 ORDER BY id", uuid.UUID(job_id)
         )
     ]
     assert events.index("blocked") < events.index("resumed") < events.index("completed"), events

@@ -606,8 +606,10 @@ async def test_search_after_indexing(client: McpClient) -> None:
 
 
 async def job_events(db: asyncpg.Pool, job_id: str) -> list[str]:
+    """Events in insertion order: ``at`` is each transaction's start time, so two events written by
+    transactions that waited on the job's row lock can carry timestamps in the other order."""
     async with db.acquire() as conn:
-        rows = await conn.fetch("SELECT event FROM job_events WHERE job_id = $1 ORDER BY at, id", uuid.UUID(job_id))
+        rows = await conn.fetch("SELECT event FROM job_events WHERE job_id = $1 ORDER BY id", uuid.UUID(job_id))
     return [row["event"] for row in rows]
 
 
