@@ -26,16 +26,20 @@ logger = logging.getLogger(__name__)
 
 
 def describe_progress(
-    counts: dict[str, int], *, files_done: int, files_total: int, files_indexed: int, chunks: int
+    counts: dict[str, int], *, files_done: int, files_total: int, files_indexed: int, chunks: int, unchanged: int = 0
 ) -> tuple[str, str]:
-    """The phase (the pipeline stage most in-flight batches wait for) and a message naming it."""
+    """The phase (the pipeline stage most in-flight batches wait for) and a message naming it.
+
+    ``files_total`` counts the files this job (re)indexes; ``unchanged`` the ones it skipped.
+    """
     stages = {"chunking": 0, "embedding": 0, "writing": 0}
     for state, stage in ledger.IN_FLIGHT_STAGE.items():
         stages[stage] += counts.get(state, 0)
     # Ties go to the later stage: work further along is what finishes the job.
     phase = max(reversed(list(stages)), key=lambda stage: stages[stage]) if any(stages.values()) else "chunking"
+    kept = f", {unchanged:,} unchanged" if unchanged else ""
     message = (
-        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks "
+        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks{kept} "
         f"(in flight: {stages['chunking']} chunking, {stages['embedding']} embedding, {stages['writing']} writing)"
     )
     return phase, message
@@ -54,8 +58,8 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                 await conn.execute(
                     text(
                         "SELECT status, files_total, batches_total, batches_done, files_indexed, files_skipped, "
-                        "files_failed, chunks_created, progress_percentage FROM indexing_jobs WHERE id = :id "
-                        "FOR UPDATE"
+                        "files_failed, files_unchanged, chunks_created, progress_percentage FROM indexing_jobs "
+                        "WHERE id = :id FOR UPDATE"
                     ),
                     {"id": job},
                 )
@@ -108,6 +112,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     files_total=int(row.files_total or 0),
                     files_indexed=files_indexed,
                     chunks=chunks,
+                    unchanged=int(row.files_unchanged or 0),
                 )
                 await conn.execute(
                     text(
