@@ -246,18 +246,23 @@ def completion_message(
     files_skipped: int,
     files_failed: int,
     seconds: float,
+    note: str | None = None,
 ) -> str:
-    """The final progress message: ``up to date: ...`` when the job had nothing to (re)index."""
+    """The final progress message: ``up to date: ...`` when the job had nothing to (re)index.
+
+    ``note`` (why the job re-indexed everything, for instance) is appended in parentheses.
+    """
+    suffix = f" ({note})" if note else ""
     if files_total == 0 and files_failed == 0 and (files_unchanged or files_removed):
         parts = [f"{files_unchanged:,} files unchanged"]
         parts += [f"{files_removed:,} removed"] if files_removed else []
         parts += [f"{files_skipped:,} skipped"] if files_skipped else []
-        return f"up to date: {', '.join(parts)} (checked in {seconds:.1f} s)"
+        return f"up to date: {', '.join(parts)} (checked in {seconds:.1f} s){suffix}"
     parts = [f"{files_indexed:,} files indexed", f"{chunks_created:,} chunks"]
     parts += [f"{files_unchanged:,} unchanged"] if files_unchanged else []
     parts += [f"{files_removed:,} removed"] if files_removed else []
     parts += [f"{files_skipped:,} skipped", f"{files_failed:,} failed"]
-    return f"complete: {', '.join(parts)} in {seconds:.1f} s"
+    return f"complete: {', '.join(parts)} in {seconds:.1f} s{suffix}"
 
 
 async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: str, dimension: int) -> bool:
@@ -278,6 +283,13 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
     ).first()
     if row is None:
         return False
+    note = await conn.scalar(
+        text(
+            "SELECT detail->>'message' FROM job_events WHERE job_id = :id AND event = 'embedder_changed' "
+            "ORDER BY at DESC LIMIT 1"
+        ),
+        {"id": job_id},
+    )
     message = completion_message(
         files_total=row.files_total,
         files_indexed=row.files_indexed,
@@ -287,6 +299,7 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
         files_skipped=row.files_skipped,
         files_failed=row.files_failed,
         seconds=max(float(row.seconds or 0.0), 0.0),
+        note=note,
     )
     await conn.execute(
         text(
