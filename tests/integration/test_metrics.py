@@ -1,0 +1,195 @@
+"""Metrics on the real stack: the server's ``/metrics`` and the workers' Dramatiq exporter during a job.
+
+Two worker processes write their metrics to their own multiprocess directory and Dramatiq's
+exposition process (on a free ``dramatiq_prom_port``) sums them: the file and chunk counters must
+equal what the job itself recorded, which they can only do if every process's values arrive.
+Every metric the README documents must show up in one of the two scrapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fixtures.generate_test_repo import generate_repo
+from tests.integration.stack import REPO_ROOT, Stack, ToolCallError, free_port, wait_for
+from tests.integration.test_background_indexing import set_embed_delay
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> tuple[set[str], Samples]:
+    """Family and sample names, and every sample's value keyed by (name, labels)."""
+    with urllib.request.urlopen(url, timeout=15) as reply:
+        assert reply.status == 200
+        body = reply.read().decode()
+    names: set[str] = set()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body):
+        names.add(family.name)
+        for sample in family.samples:
+            names.add(sample.name)
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return names, samples
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=15) as reply:
+        assert reply.status == 200
+        return dict(json.loads(reply.read()))
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``; -1 when there is none."""
+    wanted = set(labels.items())
+    found = [v for (n, have), v in samples.items() if n == name and wanted <= have]
+    return sum(found) if found else -1.0
+
+
+def documented_metrics() -> set[str]:
+    """First column of the README's metrics table (ours and Dramatiq's; RabbitMQ's are its own)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `((?:codebase_mcp|dramatiq)_[a-z_]+)` \|", section, flags=re.MULTILINE))
+
+
+#: Dramatiq counts these only once such an event happened (no error, retry or delay in this job).
+DRAMATIQ_ON_EVENT = {
+    "dramatiq_message_errors_total",
+    "dramatiq_message_retries_total",
+    "dramatiq_message_rejects_total",
+    "dramatiq_delayed_messages_inprogress",
+}
+
+
+@pytest.fixture
+def metrics_stack(base_env: dict[str, str]) -> Iterator[Stack]:
+    # A fresh multiprocess directory: the session's one holds counters of other tests' workers.
+    env = {
+        **base_env,
+        "dramatiq_prom_db": tempfile.mkdtemp(prefix="cbm-test-prom-metrics-"),
+        "dramatiq_prom_port": str(free_port()),
+        "CODEBASE_MCP_BATCH_SIZE": "20",
+    }
+    running = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="cbm-test-metrics-logs-")), worker_threads=2)
+    running.start_workers()
+    running.start_server()
+    yield running
+    running.stop()
+
+
+async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool, fake_embedding_url: str) -> None:
+    stack = metrics_stack
+    server_url = f"http://127.0.0.1:{stack.port}/metrics"
+    worker_url = f"http://127.0.0.1:{stack.env['dramatiq_prom_port']}/metrics"
+    repo = Path(tempfile.mkdtemp(prefix="cbm-metrics-repo-")) / "repo"
+    generate_repo(repo, 300, 60, seed=41)
+    # A NUL byte under a source extension: the scan takes it, the chunk stage skips it as binary.
+    (repo / "blob.py").write_bytes(b"\x00\x01binary" * 100)
+    set_embed_delay(fake_embedding_url, 20.0)  # long enough to scrape while batches are in flight
+    status_calls = 0
+    try:
+        async with stack.client() as client:
+            started = await client.call("start_indexing_background", repo_path=str(repo))
+            job_id = started["job_id"]
+            with pytest.raises(ToolCallError):
+                await client.call("get_indexing_status", job_id="not-a-uuid")
+            status_calls += 1
+
+            async def recorded_mid_job() -> tuple[Samples, Samples, dict[str, object]] | None:
+                nonlocal status_calls
+                status = await client.call("get_indexing_status", job_id=job_id)
+                status_calls += 1
+                if status["status"] != "running":
+                    raise AssertionError(f"job left 'running' before a mid-job scrape: {status}")
+                try:
+                    _, workers = await asyncio.to_thread(scrape, worker_url)
+                except urllib.error.URLError:  # the exporter starts once the worker processes have booted
+                    return None
+                if value(workers, "codebase_mcp_batches_recorded_total") < 1:
+                    return None
+                _, server = await asyncio.to_thread(scrape, server_url)
+                health = await asyncio.to_thread(get_json, f"http://127.0.0.1:{stack.port}/healthz")
+                return server, workers, health
+
+            server_mid, workers_mid, health_mid = await wait_for(recorded_mid_job, timeout=120, what="a recorded batch")
+            final: dict[str, object] = {}
+
+            async def finished() -> bool:
+                nonlocal status_calls, final
+                final = await client.call("get_indexing_status", job_id=job_id)
+                status_calls += 1
+                return final["status"] in ("completed", "failed", "cancelled")
+
+            await wait_for(finished, timeout=300, interval=0.5, what="the job to finish")
+            assert final["status"] == "completed", final
+    finally:
+        set_embed_delay(fake_embedding_url, 0.0)
+
+    # Mid-job: the job gauges show a running job with planned files and progress under way.
+    assert value(server_mid, "codebase_mcp_jobs", status="running") == 1
+    assert value(server_mid, "codebase_mcp_running_jobs_files_planned") == 301
+    assert 0 < value(server_mid, "codebase_mcp_running_jobs_files_processed") <= 301
+    assert value(server_mid, "codebase_mcp_oldest_running_job_age_seconds") > 0
+    assert value(server_mid, "codebase_mcp_ledger_lag_batches") >= 0
+    assert value(workers_mid, "dramatiq_messages_total", queue_name="index.chunk") >= 1
+    # /healthz: the process is up and the job is counted while it runs.
+    assert health_mid["status"] == "ok" and health_mid["active_jobs"] == 1, health_mid
+    assert isinstance(health_mid["oldest_running_job_seconds"], float), health_mid
+
+    async with db.acquire() as conn:
+        job = await conn.fetchrow("SELECT * FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
+    assert job["files_indexed"] == 300 and job["files_skipped"] == 1
+
+    worker_names, workers = await asyncio.to_thread(scrape, worker_url)
+    # Aggregated over the processes: the counters equal the job's own (the only job these workers ran).
+    assert value(workers, "codebase_mcp_files_total", outcome="indexed") == job["files_indexed"]
+    assert value(workers, "codebase_mcp_files_total", outcome="skipped") == job["files_skipped"]
+    assert value(workers, "codebase_mcp_files_total", outcome="failed") == job["files_failed"]
+    assert value(workers, "codebase_mcp_chunks_written_total") == job["chunks_created"]
+    assert value(workers, "codebase_mcp_batches_recorded_total") == job["batches_total"]
+    assert value(workers, "codebase_mcp_jobs_finished_total", status="completed") == 1
+    for stage in ("chunk", "embed", "write", "record"):
+        assert value(workers, "codebase_mcp_batch_stage_duration_seconds_count", stage=stage) >= job["batches_total"]
+        assert value(workers, "codebase_mcp_batch_stage_duration_seconds_sum", stage=stage) > 0
+    embedded = value(workers, "codebase_mcp_embedding_texts_total", source="embedder")
+    assert embedded + value(workers, "codebase_mcp_embedding_texts_total", source="cache") == job["chunks_created"]
+    assert value(workers, "codebase_mcp_embedding_batch_texts_sum") == embedded
+    assert value(workers, "codebase_mcp_embedding_request_duration_seconds_count") == value(
+        workers, "codebase_mcp_embedding_batch_texts_count"
+    )
+    assert value(workers, "codebase_mcp_embedding_request_duration_seconds_sum") > 0
+    assert value(workers, "codebase_mcp_embedding_request_failures_total") == 0
+    processes = {p.name.rsplit("_", 1)[-1] for p in Path(stack.env["dramatiq_prom_db"]).glob("counter_*.db")}
+    assert len(processes) >= stack.worker_processes, processes
+
+    server_names, server = await asyncio.to_thread(scrape, server_url)
+    assert value(server, "codebase_mcp_tool_calls_total", tool="start_indexing_background", outcome="ok") == 1
+    assert value(server, "codebase_mcp_tool_calls_total", tool="get_indexing_status", outcome="error") == 1
+    assert value(server, "codebase_mcp_tool_calls_total", tool="get_indexing_status") == status_calls
+    assert value(server, "codebase_mcp_tool_call_duration_seconds_count", tool="get_indexing_status") == status_calls
+    assert value(server, "codebase_mcp_status_query_duration_seconds_count") == status_calls
+    assert value(server, "codebase_mcp_jobs", status="completed") >= 1
+    assert value(server, "codebase_mcp_jobs", status="running") == 0
+    assert value(server, "codebase_mcp_ledger_lag_batches") == 0
+    assert value(server, "codebase_mcp_metrics_source_up", source="database") == 1
+    assert value(server, "codebase_mcp_metrics_source_up", source="broker") == 1
+    assert value(server, "codebase_mcp_queue_consumers", queue="index.embed") >= 1
+    assert value(server, "codebase_mcp_queue_messages", queue="index.embed") == 0
+
+    documented = documented_metrics()
+    assert len(documented) >= 20, documented
+    missing = documented - DRAMATIQ_ON_EVENT - worker_names - server_names
+    assert not missing, f"documented in README but in neither scrape: {sorted(missing)}"
+
