@@ -192,4 +192,3 @@ async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool,
     assert len(documented) >= 20, documented
     missing = documented - DRAMATIQ_ON_EVENT - worker_names - server_names
     assert not missing, f"documented in README but in neither scrape: {sorted(missing)}"
-
