@@ -46,7 +46,7 @@ def metric_names(expr: str) -> set[str]:
 def dramatiq_names() -> set[str]:
     """Series names Dramatiq's middleware defines, read from its source (its metrics exist only after boot)."""
     source = inspect.getsource(dramatiq_prometheus)
-    names = set()
+    names: set[str] = set()
     for kind, name in re.findall(r'prom\.(Counter|Gauge|Histogram)\(\s*"([a-z_]+)"', source):
         base = name.removesuffix("_total") if kind == "Counter" else name
         names.update(base + suffix for suffix in _SUFFIXES[kind.lower()])
