@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -62,6 +63,8 @@ def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
         env={**os.environ, "dramatiq_queue_prefetch": str(threads)},
+        # Its own session: Ctrl-C in the terminal reaches this command, which then stops them itself.
+        start_new_session=True,
     )
 
 
@@ -92,28 +95,104 @@ def _render_search(result: Any) -> None:
 
 
 def _progress_line(status: Any) -> str:
+    """The plain-text progress line (logs, pipes): what the rich bar shows, without redrawing."""
     width = 30
     filled = width * status.progress_percentage // 100
     bar = "#" * filled + "-" * (width - filled)
-    rate = f"{status.files_per_second:.1f} files/s" if status.files_per_second else "-- files/s"
-    eta = f"ETA {status.eta_seconds:.0f}s" if status.eta_seconds is not None else "ETA --"
-    return f"[{bar}] {status.progress_percentage:>3}% {status.phase:<9} {rate}  {eta}"
+    return f"[{bar}] {status.progress_percentage:>3}% {status.phase:<9} {_rate(status)}  ETA {_eta(status)}"
 
 
-async def _follow(service: Any, job_id: str, quiet: bool) -> Any:
-    last = ""
-    while True:
-        status = await service.status(job_id)
-        line = _progress_line(status)
-        if not quiet and line != last:
-            end = "\n" if not sys.stderr.isatty() else "\r"
-            print(line, end=end, file=sys.stderr, flush=True)
-            last = line
-        if status.status in _TERMINAL:
-            if not quiet and sys.stderr.isatty():
-                print(file=sys.stderr)
-            return status
-        await asyncio.sleep(1.0)
+def _rate(status: Any) -> str:
+    return f"{status.files_per_second:.1f} files/s" if status.files_per_second else "-- files/s"
+
+
+def _eta(status: Any) -> str:
+    if status.eta_seconds is None:
+        return "--"
+    minutes, seconds = divmod(int(status.eta_seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def _files(status: Any) -> str:
+    done = status.files_indexed + status.files_failed
+    total = f"{status.files_total:,}" if status.files_total is not None else "?"
+    return f"{done:,}/{total} files"
+
+
+class _Display:
+    """A rich progress bar on a terminal (phase, bar, percent, files, files/s, ETA); plain lines otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.live = self.console.is_terminal and not quiet
+        self._last = ""
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<9}"),
+            BarColumn(bar_width=30),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[files]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._task = self._progress.add_task("job", total=100, phase="queued", files="", rate="", eta="--")
+
+    def __enter__(self) -> _Display:
+        if self.live:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.live:
+            self._progress.stop()
+
+    def update(self, status: Any) -> None:
+        if self.live:
+            self._progress.update(
+                self._task,
+                completed=status.progress_percentage,
+                phase=status.phase,
+                files=_files(status),
+                rate=_rate(status),
+                eta=_eta(status),
+            )
+        elif not self.quiet:
+            line = _progress_line(status)
+            if line != self._last:
+                print(line, file=sys.stderr, flush=True)
+                self._last = line
+
+
+async def _follow(service: Any, job_id: str, quiet: bool) -> Any | None:
+    """Show the job's progress until it ends; None when the user pressed Ctrl-C first.
+
+    SIGINT is taken over while following, so Ctrl-C only stops the watching: the job itself runs
+    on the workers and is not touched (the caller decides whether to cancel it).
+    """
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    try:
+        with _Display(quiet) as display:
+            while True:
+                status = await service.status(job_id)
+                display.update(status)
+                if status.status in _TERMINAL:
+                    return status
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interrupted.wait(), timeout=1.0)
+                if interrupted.is_set():
+                    return None
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
@@ -131,14 +210,25 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         if args.no_wait:
             _emit(started, args.json, lambda r: print(r.job_id))
             return 0
-        try:
-            final = await _follow(service, started.job_id, args.json)
-        except (KeyboardInterrupt, asyncio.CancelledError):
+        final = await _follow(service, started.job_id, args.json)
+        if final is None:
             if args.cancel_on_interrupt:
                 await service.cancel(started.job_id)
-                print(f"\ncancelled job {started.job_id}", file=sys.stderr)
+                print(f"interrupted: cancelled job {started.job_id}", file=sys.stderr)
+            elif workers is not None:
+                print(
+                    f"detached: job {started.job_id} stays running, but the workers this command started stop now;\n"
+                    "  it goes on as soon as workers attach (dramatiq actors) or on the next codebase-mcp index.\n"
+                    f"  follow it:  codebase-mcp status {started.job_id}",
+                    file=sys.stderr,
+                )
             else:
-                print(f"\ndetached; the job goes on: codebase-mcp status {started.job_id}", file=sys.stderr)
+                print(
+                    f"detached: job {started.job_id} goes on in the background.\n"
+                    f"  follow it:  codebase-mcp status {started.job_id}   (or: codebase-mcp jobs)\n"
+                    f"  cancel it:  codebase-mcp cancel {started.job_id}",
+                    file=sys.stderr,
+                )
             return 130
         _emit(final, args.json, _render_status)
         if args.search and final.status == "completed":
@@ -156,6 +246,24 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
                 workers.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 workers.kill()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passes, 1 otherwise; settings errors are reported, not raised."""
+    from pydantic import ValidationError as SettingsError
+
+    from server import doctor
+
+    try:
+        settings: Settings | None = get_settings()
+    except SettingsError as error:
+        settings = None
+        result = doctor.report(None, [], settings_error=str(error))
+    if settings is not None:
+        configure_logging("WARNING", json_lines=settings.log_json)  # only the report on the terminal
+        result = doctor.report(settings, asyncio.run(doctor.run_checks(settings)))
+    print(json.dumps(result, indent=2) if args.json else doctor.render(result))
+    return 0 if result["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     index.add_argument("--threads", type=int, default=4)
     index.add_argument("--json", action="store_true")
 
-    status = commands.add_parser("status", help="show one job")
-    status.add_argument("job_id")
+    status = commands.add_parser("status", help="show one job (default: the newest)")
+    status.add_argument("job_id", nargs="?", default=None)
     status.add_argument("--json", action="store_true")
 
     jobs_cmd = commands.add_parser("jobs", help="list jobs, newest first")
@@ -207,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--limit", type=int, default=10)
     search.add_argument("--json", action="store_true")
 
+    doctor = commands.add_parser("doctor", help="check settings, database, RabbitMQ and embedder; say what to fix")
+    doctor.add_argument("--json", action="store_true")
+
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
@@ -231,7 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
 
         async def show(service: Any) -> int:
-            _emit(await service.status(args.job_id), args.json, _render_status)
+            job_id = args.job_id
+            if job_id is None:
+                newest = await service.list_jobs(limit=1)
+                if not newest.jobs:
+                    print("no jobs yet: start one with `codebase-mcp index PATH`", file=sys.stderr)
+                    return 1
+                job_id = newest.jobs[0].job_id
+            _emit(await service.status(job_id), args.json, _render_status)
             return 0
 
         return _with_service(settings, show)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -23,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import REPO_ROOT, Stack, ToolCallError, free_port, wait_for
+from tests.integration.stack import BIN, REPO_ROOT, Stack, ToolCallError, free_port, wait_for
 from tests.integration.test_background_indexing import set_embed_delay
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -73,7 +75,8 @@ DRAMATIQ_ON_EVENT = {
 }
 
 
-@pytest.fixture
+# Module-wide: the first test (file order) counts on these workers having run no job before it.
+@pytest.fixture(scope="module")
 def metrics_stack(base_env: dict[str, str]) -> Iterator[Stack]:
     # A fresh multiprocess directory: the session's one holds counters of other tests' workers.
     env = {
@@ -192,3 +195,83 @@ async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool,
     assert len(documented) >= 20, documented
     missing = documented - DRAMATIQ_ON_EVENT - worker_names - server_names
     assert not missing, f"documented in README but in neither scrape: {sorted(missing)}"
+
+
+def cli(stack: Stack, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> tuple[int, str, str]:
+    """Run ``codebase-mcp`` with the stack's environment; returns (exit status, stdout, stderr)."""
+    done = subprocess.run(
+        [str(BIN / "codebase-mcp"), *args],
+        env={**stack.env, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_doctor_passes_on_a_working_stack_and_names_the_fix_otherwise(metrics_stack: Stack) -> None:
+    code, out, err = cli(metrics_stack, "doctor", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"], (report, err)
+    assert {check["name"] for check in report["checks"]} == {"database", "broker", "embedder"}
+    password_free = json.dumps(report["settings"])
+    assert ":guest@" not in password_free and "guest:***@" in password_free
+
+    code, out, _ = cli(
+        metrics_stack, "doctor", env={"CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
+    )
+    assert code == 1
+    assert "FAIL broker" in out and "fix: start RabbitMQ" in out
+    assert "ok   database" in out
+
+
+def test_status_without_job_shows_the_newest(metrics_stack: Stack) -> None:
+    code, out, err = cli(metrics_stack, "jobs", "--json")
+    assert code == 0, err
+    listed = json.loads(out)["jobs"]
+    code, out, err = cli(metrics_stack, "status", "--json")
+    if not listed:
+        assert code == 1 and "no jobs yet" in err
+    else:
+        assert code == 0, err
+        assert json.loads(out)["job_id"] == listed[0]["job_id"]
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["detach", "cancel-on-interrupt"])
+async def test_ctrl_c_detaches_or_cancels(
+    metrics_stack: Stack, db: asyncpg.Pool, fake_embedding_url: str, cancel: bool
+) -> None:
+    repo = Path(tempfile.mkdtemp(prefix="cbm-interrupt-repo-")) / "repo"
+    generate_repo(repo, 200, 60, seed=51 + cancel)
+    set_embed_delay(fake_embedding_url, 20.0)
+    args = [str(BIN / "codebase-mcp"), "index", str(repo), "--workers", "never"]
+    try:
+        process = subprocess.Popen(
+            args + (["--cancel-on-interrupt"] if cancel else []),
+            env={**metrics_stack.env, "PYTHONPATH": str(REPO_ROOT), "CODEBASE_MCP_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        assert process.stderr is not None
+        first = await asyncio.to_thread(process.stderr.readline)
+        match = re.match(r"job ([0-9a-f-]{36}) running", first)
+        assert match, first
+        job_id = uuid.UUID(match.group(1))
+        second = await asyncio.to_thread(process.stderr.readline)  # the first progress line: it is following
+        assert "%" in second, second
+        process.send_signal(signal.SIGINT)
+        _, rest = await asyncio.to_thread(process.communicate, timeout=60)
+        assert process.returncode == 130, rest
+        async with db.acquire() as conn:
+            status = await conn.fetchval("SELECT status FROM indexing_jobs WHERE id = $1", job_id)
+        if cancel:
+            assert "cancelled job" in rest and status == "cancelled", (rest, status)
+        else:
+            assert f"codebase-mcp status {job_id}" in rest and status == "running", (rest, status)
+            code, out, err = cli(metrics_stack, "cancel", str(job_id), "--json")
+            assert code == 0 and json.loads(out)["status"] == "cancelled", err
+    finally:
+        set_embed_delay(fake_embedding_url, 0.0)
