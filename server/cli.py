@@ -10,9 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from pika import exceptions as pika_errors
 from pydantic import BaseModel
 
 from models.logs import configure_logging
@@ -44,28 +47,34 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
 
 
 def _queue_consumers(broker_url: str, queue: str) -> int:
-    import pika
-    from pika.exceptions import ChannelClosedByBroker
+    from server.metrics import queue_stats
 
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        channel = connection.channel()
-        try:
-            return int(channel.queue_declare(queue, passive=True).method.consumer_count)
-        except ChannelClosedByBroker:
-            return 0
-    finally:
-        if connection.is_open:
-            connection.close()
+    return queue_stats(broker_url, [queue]).get(queue, (0, 0))[1]
 
 
 def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """Local workers for one ``index`` run; their output goes to a log file, the terminal shows progress."""
+    run_dir = Path(tempfile.mkdtemp(prefix="codebase-mcp-workers-"))
+    log = (run_dir / "workers.log").open("wb")
+    print(
+        f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log.name})", file=sys.stderr
+    )
+    process = subprocess.Popen(
         [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
-        env={**os.environ, "dramatiq_queue_prefetch": str(threads)},
+        env={
+            **os.environ,
+            "dramatiq_queue_prefetch": str(threads),
+            # A fresh metrics directory per run: Dramatiq never empties it, old counters would add in.
+            "dramatiq_prom_db": os.environ.get("dramatiq_prom_db")  # noqa: SIM112 (Dramatiq's name)
+            or str(run_dir / "metrics"),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
         # Its own session: Ctrl-C in the terminal reaches this command, which then stops them itself.
         start_new_session=True,
     )
+    log.close()  # the child has its own descriptor
+    return process
 
 
 def _render_status(status: Any) -> None:
@@ -197,10 +206,12 @@ async def _follow(service: Any, job_id: str, quiet: bool) -> Any | None:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     workers: subprocess.Popen[bytes] | None = None
-    if args.workers == "always" or (
-        args.workers == "auto" and _queue_consumers(settings.broker_url, "index.embed") == 0
-    ):
-        print("no workers are attached to RabbitMQ: starting local workers for this run", file=sys.stderr)
+    try:
+        attached = _queue_consumers(settings.broker_url, "index.embed") if args.workers == "auto" else 0
+    except pika_errors.AMQPError as error:
+        print(f"error: RabbitMQ is unreachable ({type(error).__name__}); run codebase-mcp doctor", file=sys.stderr)
+        return 2
+    if args.workers == "always" or (args.workers == "auto" and attached == 0):
         workers = _spawn_workers(args.processes, args.threads)
 
     async def work(service: Any) -> int:

@@ -150,6 +150,16 @@ async def _ledger_counts(engine: AsyncEngine) -> dict[str, int]:
     return {state: found.get(state, 0) for state in LEDGER_STATES}
 
 
+class _NoMissingQueueWarnings(logging.Filter):
+    """pika warns when a passive declare finds no queue; for these probes that is an answer, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NOT_FOUND - no queue" not in record.getMessage()
+
+
+logging.getLogger("pika.channel").addFilter(_NoMissingQueueWarnings())
+
+
 def queue_stats(broker_url: str, queues: Iterable[str]) -> dict[str, tuple[int, int]]:
     """``{queue: (messages ready, consumers)}`` by passive declares; a missing queue is left out."""
     params = pika.URLParameters(broker_url)

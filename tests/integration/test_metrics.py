@@ -84,6 +84,7 @@ def metrics_stack(base_env: dict[str, str]) -> Iterator[Stack]:
         "dramatiq_prom_db": tempfile.mkdtemp(prefix="cbm-test-prom-metrics-"),
         "dramatiq_prom_port": str(free_port()),
         "CODEBASE_MCP_BATCH_SIZE": "20",
+        "CODEBASE_MCP_LOG_JSON": "true",
     }
     running = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="cbm-test-metrics-logs-")), worker_threads=2)
     running.start_workers()
@@ -191,10 +192,27 @@ async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool,
     assert value(server, "codebase_mcp_queue_consumers", queue="index.embed") >= 1
     assert value(server, "codebase_mcp_queue_messages", queue="index.embed") == 0
 
+    assert_pipeline_logs_carry_job_and_batch(stack.log_dir, job_id)
+
     documented = documented_metrics()
     assert len(documented) >= 20, documented
     missing = documented - DRAMATIQ_ON_EVENT - worker_names - server_names
     assert not missing, f"documented in README but in neither scrape: {sorted(missing)}"
+
+
+def assert_pipeline_logs_carry_job_and_batch(log_dir: Path, job_id: str) -> None:
+    """JSON mode: one object per line, and every pipeline-stage line names its job and batch."""
+    stage_lines = []
+    for path in log_dir.glob("workers-*.log"):
+        for line in path.read_text().splitlines():
+            if not line.startswith("{"):
+                continue  # Dramatiq's parent process writes its own few lines in its own format
+            entry = json.loads(line)
+            assert {"ts", "level", "logger", "event"} <= entry.keys(), entry
+            if entry["logger"] in ("actors.pipeline", "actors.coordinator") and entry.get("stage") != "failure":
+                assert entry.get("job_id") and isinstance(entry.get("batch"), int), entry
+                stage_lines.append(entry)
+    assert any(entry["job_id"] == job_id and "job completed" in entry["event"] for entry in stage_lines), stage_lines
 
 
 def cli(stack: Stack, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> tuple[int, str, str]:
