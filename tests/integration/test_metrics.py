@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -293,3 +294,32 @@ async def test_ctrl_c_detaches_or_cancels(
             assert code == 0 and json.loads(out)["status"] == "cancelled", err
     finally:
         set_embed_delay(fake_embedding_url, 0.0)
+
+
+def test_stdio_server_serves_metrics_on_its_metrics_port(metrics_stack: Stack) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "codebase-mcp"), "serve"],
+        env={**metrics_stack.env, "PYTHONPATH": str(REPO_ROOT), "CODEBASE_MCP_METRICS_PORT": str(port)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                names, samples = scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except urllib.error.URLError:
+                assert process.poll() is None, process.communicate(timeout=5)[1]
+                assert time.monotonic() < deadline, "no metrics port after 120 s"
+                time.sleep(0.5)
+        assert value(samples, "codebase_mcp_metrics_source_up", source="database") == 1
+        assert value(samples, "codebase_mcp_queue_consumers", queue="index.embed") >= 1
+        assert "codebase_mcp_tool_calls" in names or "codebase_mcp_tool_call_duration_seconds" in names
+    finally:
+        # communicate() closes stdin: the end of the MCP stream, so the server exits and closes its port.
+        out, _ = process.communicate(timeout=60)
+    assert out == b"", "the stdio transport's stdout carries only MCP messages"
