@@ -86,7 +86,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     "chunks": recorded.chunks_created,
                 },
             )
-            metrics.batch_recorded(recorded)  # before commit: an exact count, unless the commit itself fails
+            metrics.batch_recorded(recorded)  # counted once this call returns, i.e. after the commit
             if row.status != "running":
                 # Cancelled or failed: the counters still tell the truth about what is stored.
                 return

@@ -30,6 +30,7 @@ if in_worker_process():
     # The same directory Dramatiq's middleware (and its exposition server) uses.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = DB_PATH
 
+import contextvars  # noqa: E402
 import functools  # noqa: E402  (after the environment is set, see the module docstring)
 import logging  # noqa: E402
 import time  # noqa: E402
@@ -113,18 +114,40 @@ if in_worker_process() and not getattr(values.ValueClass, "_multiprocess", False
     logger.warning("prometheus_client was imported before multiprocess mode was set: worker metrics will be lost")
 
 
+#: Counts an actor call makes inside its transactions, applied only once the call returned normally,
+#: that is after every transaction it opened committed (a failed call is retried and counts then).
+_pending: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar(
+    "codebase_mcp_pending_metrics", default=None
+)
+
+
+def _after_success(update: Callable[[], None]) -> None:
+    pending = _pending.get()
+    if pending is None:
+        update()
+    else:
+        pending.append(update)
+
+
 def timed_stage(stage: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Decorate an async actor function so each call is observed in ``STAGE_DURATION``."""
+    """Decorate an async actor function: its duration goes to ``STAGE_DURATION``, and the counts it
+    made are applied when it returns (discarded when it raises)."""
     histogram = STAGE_DURATION.labels(stage)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             start = time.perf_counter()
+            pending: list[Callable[[], None]] = []
+            token = _pending.set(pending)
             try:
-                return await fn(*args, **kwargs)
+                result = await fn(*args, **kwargs)
             finally:
+                _pending.reset(token)
                 histogram.observe(time.perf_counter() - start)
+            for update in pending:
+                update()
+            return result
 
         return wrapper
 
@@ -150,12 +173,16 @@ def texts_needed(*, cached: int, embedded: int) -> None:
 
 
 def batch_recorded(recorded: Recorded) -> None:
-    """Count a batch the coordinator is recording (called inside its transaction, just before commit)."""
-    BATCHES_RECORDED.inc()
-    FILES.labels("indexed").inc(recorded.files_indexed)
-    FILES.labels("skipped").inc(recorded.files_skipped)
-    FILES.labels("failed").inc(recorded.files_failed)
-    CHUNKS_WRITTEN.inc(recorded.chunks_created)
+    """Count a batch the coordinator is recording; applied when its actor call succeeds (see above)."""
+
+    def update() -> None:
+        BATCHES_RECORDED.inc()
+        FILES.labels("indexed").inc(recorded.files_indexed)
+        FILES.labels("skipped").inc(recorded.files_skipped)
+        FILES.labels("failed").inc(recorded.files_failed)
+        CHUNKS_WRITTEN.inc(recorded.chunks_created)
+
+    _after_success(update)
 
 
 def job_finished(status: str) -> None:
