@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import text
 
+from actors import metrics
 from actors.broker import resources
 from actors.dispatch import dispatch_window, promote_and_plan
 from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
@@ -48,6 +49,7 @@ def describe_progress(
 @dramatiq.actor(
     queue_name=COORDINATE_QUEUE, time_limit=300_000, **{**STAGE_RETRIES, "max_retries": 20, "min_backoff": 500}
 )
+@metrics.timed_stage("record")
 async def record_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job = uuid.UUID(job_id)
@@ -88,6 +90,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     "chunks": recorded.chunks_created,
                 },
             )
+            metrics.batch_recorded(recorded)  # counted once this call returns, i.e. after the commit
             if row.status != "running":
                 # Cancelled or failed: the counters still tell the truth about what is stored.
                 return
@@ -127,6 +130,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     )
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
         if finished:
+            metrics.job_finished("completed")
             logger.info("job completed: %d files, %d chunks", files_indexed, chunks)
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
 
@@ -148,4 +152,5 @@ async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> N
         async with res.engine.begin() as conn:
             failed = await jobs.fail_job(conn, job, reason)
         if failed:
+            metrics.job_finished("failed")
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from actors import metrics
 from actors.broker import resources
 from actors.chunking import chunk_header, chunk_text, embedding_text
 from actors.dispatch import promote_and_plan, publish
@@ -89,6 +90,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
 
 
 @dramatiq.actor(queue_name=CHUNK_QUEUE, time_limit=600_000, **STAGE_RETRIES)
+@metrics.timed_stage("chunk")
 async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -136,19 +138,21 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
                 if await _job_status(conn, job) != "running":
                     return None
         part = todo[start : start + step]
-        vectors = await res.embedder.embed([body for _, body in part])
+        vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
         async with res.engine.begin() as conn:
             await embedding_cache.store(conn, name, [digest for digest, _ in part], list(vectors))
             await ledger.count_embedded(conn, job, batch_no, embedded=len(part))
         known.update((digest, vector) for (digest, _), vector in zip(part, vectors, strict=True))
     async with res.engine.begin() as conn:
         await ledger.count_embedded(conn, job, batch_no, cached=len(texts) - len(todo))
+    metrics.texts_needed(cached=len(texts) - len(todo), embedded=len(todo))
     if not texts:
         return np.zeros((0, res.embedder.dimension), dtype=np.float32)
     return np.stack([known[digest] for digest in hashes]).astype(np.float32, copy=False)
 
 
 @dramatiq.actor(queue_name=EMBED_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
+@metrics.timed_stage("embed")
 async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -166,7 +170,9 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             except EmbedderUnavailableError as error:
                 logger.error("embedder unavailable: %s", error)
                 async with res.engine.begin() as conn:
-                    await jobs.fail_job(conn, job, str(error))
+                    failed = await jobs.fail_job(conn, job, str(error))
+                if failed:
+                    metrics.job_finished("failed")
                 await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
                 return
         if vectors is None:
@@ -245,6 +251,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
 
 
 @dramatiq.actor(queue_name=WRITE_QUEUE, time_limit=600_000, **STAGE_RETRIES)
+@metrics.timed_stage("write")
 async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     """Store the batch's chunks and mark it written in one transaction, then hand it to the coordinator."""
     res = await resources.get()

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, description="Port of the HTTP transport.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="stdio transport only: serve Prometheus /metrics on this port (HTTP mode serves it at /metrics).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of METRICS_PORT.")
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 
