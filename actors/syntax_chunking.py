@@ -328,7 +328,8 @@ def _name(node: tree_sitter.Node) -> tuple[str, str] | None:
         trait = _text(node.child_by_field_name("trait"))
         return (name, f"{trait} for {name}" if trait else name) if name else None
     if kind in ("function_definition", "type_definition") and node.child_by_field_name("name") is None:
-        chain: tree_sitter.Node | None = node.child_by_field_name("declarator")  # C/C++: the name is deep in the declarator chain
+        # C/C++: the name is deep in the declarator chain, as in `static int *make(int n)`.
+        chain: tree_sitter.Node | None = node.child_by_field_name("declarator")
         while chain is not None and chain.type not in _C_NAME_TYPES:
             inner = chain.child_by_field_name("declarator")
             if inner is None:
