@@ -486,27 +486,24 @@ class _Planner:
         return [_Piece(unit.start, unit.end, unit.titles, names, mergeable=False, fits=False, scope=path)]
 
     def merge(self, pieces: list[_Piece]) -> list[_Piece]:
-        """Join neighbours while the result fits: runs of small pieces, and small code between definitions."""
+        """Join neighbours while the result fits: runs of small pieces, and small code between definitions.
+
+        A short run of code between definitions next to an oversized definition joins that definition's
+        windows instead of making a chunk of its own (a class line before a huge ``__init__``).
+        """
         merged: list[_Piece] = []
         group_small = False  # every piece in the current group is small
         for piece in pieces:
             previous = merged[-1] if merged else None
             piece_small = self.small(piece.start, piece.end)
-            joins = (
-                previous is not None
-                and previous.mergeable
-                and piece.mergeable
-                and self.fits(previous.start, piece.end)
-                and (
-                    (piece_small and group_small)
-                    or (piece_small and not piece.titles)  # a short tail of loose code rides along
-                    or (not previous.titles and self.small(previous.start, previous.end))  # a short loose head
-                )
-            )
-            if previous is not None and joins:
+            if previous is not None and self.joins(previous, group_small, piece, piece_small):
+                if not previous.titles and len(piece.scope) > len(previous.scope):
+                    previous.scope = piece.scope  # a class line joining the class's first method
                 previous.end = piece.end
                 previous.titles = previous.titles + piece.titles
                 previous.names = previous.names + piece.names
+                previous.fits = previous.fits and piece.fits
+                previous.mergeable = previous.mergeable and piece.mergeable
                 group_small = group_small and piece_small
             else:
                 merged.append(
@@ -522,6 +519,20 @@ class _Planner:
                 )
                 group_small = piece_small
         return merged
+
+    def joins(self, previous: _Piece, group_small: bool, piece: _Piece, piece_small: bool) -> bool:
+        loose_head = not previous.titles and self.small(previous.start, previous.end)
+        loose_tail = not piece.titles and piece_small
+        if not self.fits(previous.start, piece.end):
+            # An oversized definition takes in short loose code of its own scope: it is cut into windows anyway.
+            return previous.scope == piece.scope and (
+                (loose_head and previous.mergeable and not piece.fits)
+                or (loose_tail and piece.mergeable and not previous.fits)
+            )
+        if previous.mergeable and piece.mergeable:
+            return (piece_small and group_small) or loose_tail or loose_head
+        # Pieces of an opened container are final, but short loose code around it (`module X`, `end`) joins them.
+        return (loose_head and previous.mergeable) or (loose_tail and piece.mergeable)
 
     def span(self, piece: _Piece) -> Span:
         parts = [self.path, *(title for title, _ in piece.scope)]
