@@ -271,13 +271,32 @@ def _parser(grammar: str) -> tree_sitter.Parser:
     return parser
 
 
-def parse(source: bytes, path: str, language: str) -> tuple[str, tree_sitter.Tree] | None:
-    """The first grammar's tree that parses ``source`` without errors, with that grammar's name; else None."""
-    for grammar in grammars_for(path, language):
-        tree = _parser(grammar).parse(source)
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    grammar: str
+    tree: tree_sitter.Tree
+    error_lines: int  # lines of top-level code that tree-sitter could not parse
+
+
+def parse(source: bytes, path: str, language: str) -> Parsed | None:
+    """The tree of the first grammar that parses ``source`` cleanly, else the one with fewest error lines.
+
+    None only when no grammar covers ``language``.
+    """
+    best: Parsed | None = None
+    for name in grammars_for(path, language):
+        tree = _parser(name).parse(source)
         if not tree.root_node.has_error:
-            return grammar, tree
-    return None
+            return Parsed(name, tree, 0)
+        errors, counted_to = 0, -1
+        for child in _scope_children(tree.root_node, _GRAMMARS[name]):
+            if child.has_error:
+                first, last = max(child.start_point.row, counted_to + 1), _end_row(child)
+                errors += max(0, last - first + 1)
+                counted_to = max(counted_to, last)
+        if best is None or errors < best.error_lines:
+            best = Parsed(name, tree, errors)
+    return best
 
 
 # --- finding definitions -------------------------------------------------------------------------
@@ -390,6 +409,8 @@ def _units(scope: tree_sitter.Node, grammar: _Grammar, first: int, last: int) ->
             attached_end = max(attached_end, end)
             continue
         definition = _definition(child, grammar)
+        if definition is not None and child.has_error and definition.type not in grammar.containers:
+            definition = None  # a definition tree-sitter could not parse is plain code (line windows)
         named = _name(definition) if definition is not None else None
         if definition is None or named is None:
             attached_start = None
@@ -549,8 +570,10 @@ class _Planner:
 def plan_spans(path: str, lines: list[str], language: str, limits: Limits) -> list[Span] | None:
     """Spans for the file whose ``lines`` (split at "\\n" only, without line breaks) are given.
 
-    Returns None when no grammar covers ``language`` or the file does not parse cleanly, so that the
-    caller falls back to plain line windows. Line numbers follow "\\n" exactly as tree-sitter's rows do.
+    Returns None when no grammar covers ``language`` or when more than half of the file fails to parse,
+    so that the caller falls back to plain line windows. Below that (C macros tree-sitter cannot expand,
+    one broken function) the definitions that parsed keep their chunks and the code that did not is
+    treated as code between definitions. Line numbers follow "\\n" exactly as tree-sitter's rows do.
     """
     if not grammars_for(path, language):
         return None
@@ -560,10 +583,10 @@ def plan_spans(path: str, lines: list[str], language: str, limits: Limits) -> li
     except (ValueError, RuntimeError) as error:  # a broken grammar wheel must not fail indexing
         logger.warning("tree-sitter failed on %s: %s; using line windows", path, error)
         return None
-    if parsed is None:
+    if parsed is None or parsed.error_lines * 2 > len(lines):
         return None
-    grammar_name, tree = parsed
-    planner = _Planner(lines, limits, _GRAMMARS[grammar_name], path)
+    tree = parsed.tree
+    planner = _Planner(lines, limits, _GRAMMARS[parsed.grammar], path)
     last = len(lines) - 1
     if last < 0:
         return []

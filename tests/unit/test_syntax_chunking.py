@@ -419,7 +419,7 @@ def test_languages_without_a_grammar_get_line_windows(path: str, language: str) 
 
 
 def test_a_file_with_a_syntax_error_gets_line_windows() -> None:
-    broken = "def ok():\n    return 1\n\ndef broken(:\n    return (\n" + "".join(f"x{i} = {i}\n" for i in range(20))
+    broken = "def ok():\n    return 1\n\n" + "".join(f"x{i} = = {i}\n" for i in range(20))  # mostly broken
     assert (
         syntax_chunking.plan_spans("b.py", split_lines(broken), "python", syntax_chunking.Limits(10, 2, 2000)) is None
     )
@@ -432,9 +432,36 @@ def test_a_file_with_a_syntax_error_gets_line_windows() -> None:
 
 def test_tsx_needs_the_tsx_grammar_and_gets_it_from_the_extension() -> None:
     source = _BUTTON_TSX.encode()
-    assert syntax_chunking.parse(source, "ui/Button.ts", "typescript") is None  # JSX is no TypeScript
-    parsed = syntax_chunking.parse(source, "ui/Button.tsx", "typescript")
-    assert parsed is not None and parsed[0] == "tsx"
+    as_typescript = syntax_chunking.parse(source, "ui/Button.ts", "typescript")
+    assert as_typescript is not None and as_typescript.error_lines > 0  # JSX is no TypeScript
+    as_tsx = syntax_chunking.parse(source, "ui/Button.tsx", "typescript")
+    assert as_tsx is not None and (as_tsx.grammar, as_tsx.error_lines) == ("tsx", 0)
+
+
+def test_one_broken_definition_does_not_cost_the_others_their_chunks() -> None:
+    good = "".join(f"def good_{i}(x):\n    y = x * {i}\n    z = y + 1\n    return z\n\n\n" for i in range(4))
+    broken = "def broken(x:\n    return [x\n\n\n"
+    source = good + broken + "def last(x):\n    w = x - 1\n    v = w * 2\n    return v\n"
+    parsed = syntax_chunking.parse(source.encode(), "mixed.py", "python")
+    assert parsed is not None and 0 < parsed.error_lines < len(split_lines(source)) // 2
+    chunks = _chunks("mixed.py", source, window=4)
+    check_invariants(source, chunks, window=4, max_chars=2000)
+    symbols = [c.symbol for c in chunks]
+    assert symbols[:4] == [f"good_{i}" for i in range(4)]
+    assert any("def broken(x:" in c.text for c in chunks)  # still indexed, as plain code
+
+
+def test_macro_heavy_c_keeps_the_functions_that_parse() -> None:
+    source = (
+        "#include <Python.h>\n\n"
+        "static PyObject *\nspam_system(PyObject *self, PyObject *args)\n{\n    return PyLong_FromLong(0);\n}\n\n"
+        'static PyMethodDef SpamMethods[] = {\n    {"system", spam_system, METH_VARARGS, "Run."},\n'
+        "    {NULL, NULL, 0, NULL}\n};\n\n"
+        "PyMODINIT_FUNC\nPyInit_spam(void)\n{\n    return PyModule_Create(&spammodule);\n}\n"
+    )
+    chunks = _chunks("spam.c", source, window=6)
+    check_invariants(source, chunks, window=6, max_chars=2000)
+    assert any(c.symbol == "spam_system" and c.header == "spam.c · function spam_system" for c in chunks)
 
 
 def test_a_cpp_header_named_dot_h_is_parsed_as_cpp() -> None:
@@ -443,7 +470,7 @@ def test_a_cpp_header_named_dot_h_is_parsed_as_cpp() -> None:
         "    int w_;\n};\n}\n"
     )
     parsed = syntax_chunking.parse(header.encode(), "geo/box.h", "c")
-    assert parsed is not None and parsed[0] == "cpp"
+    assert parsed is not None and (parsed.grammar, parsed.error_lines) == ("cpp", 0)
     chunks = chunk_file("geo/box.h", header, "c", window=40, overlap=2, max_chars=2000)
     assert [c.symbol for c in chunks] == ["geo"]
     assert chunks[0].header == "geo/box.h · namespace geo"
