@@ -6,7 +6,8 @@
 other oversized definition is one span marked ``fits=False``, which the caller splits into overlapping
 line windows that keep the definition's name. Consecutive small definitions and the module-level code
 between definitions are merged up to the limits, so a file of one-liners does not turn into hundreds of
-two-line chunks. Every non-blank line of the file lies in some span.
+two-line chunks. Every non-blank line of the file lies in some span. Definitions that tree-sitter could
+not parse are planned as plain code; a file more than half unparsable is left to the caller's windows.
 
 Grammars come from the official per-language wheels on PyPI (``tree-sitter-python``...). Languages
 are built once per process, parsers once per thread (a tree-sitter parser is not thread safe and
