@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors import metrics
 from actors.broker import resources
-from actors.chunking import chunk_header, chunk_text, embedding_text
+from actors.chunking import chunk_file, embedding_text
 from actors.dispatch import promote_and_plan, publish
 from actors.embedders import EmbedderUnavailableError
 from actors.embedders.base import Vectors
@@ -70,8 +70,11 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
             skipped.append([relative, "binary"])
             continue
         content = raw.decode("utf-8", errors="replace")
-        chunks = chunk_text(
+        language = language_of(relative)
+        chunks = chunk_file(
+            relative,
             content,
+            language,
             window=settings.chunk_lines,
             overlap=settings.chunk_overlap_lines,
             max_chars=settings.chunk_max_chars,
@@ -80,10 +83,10 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
             {
                 "path": relative,
                 "hash": hashlib.sha256(raw).hexdigest(),
-                "language": language_of(relative),
+                "language": language,
                 "size": len(raw),
                 "lines": content.count("\n") + (0 if content.endswith("\n") or not content else 1),
-                "chunks": [[c.start_line, c.end_line, c.symbol, c.text, chunk_header(relative, c)] for c in chunks],
+                "chunks": [[c.start_line, c.end_line, c.symbol, c.text, c.header] for c in chunks],
             }
         )
     return {"files": out_files, "skipped": skipped, "failed": failed}
