@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, description="Port of the HTTP transport.")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="When set, HTTP requests (except /healthz, /readyz) need 'Authorization: Bearer <token>'.",
+    )
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 
@@ -71,6 +75,14 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [Path(part.strip()).expanduser() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        # An empty variable (``CODEBASE_MCP_AUTH_TOKEN=``) means "no token", never "the empty token".
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @model_validator(mode="after")

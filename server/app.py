@@ -14,11 +14,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from models.logs import redact
 from models.settings import Settings
+from server.auth import BearerTokenMiddleware
 from server.errors import CallerError
 from server.schemas import JobList, JobStatus, SearchResult, StartResult
 from server.service import IndexingService, readiness
@@ -60,7 +63,11 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except CallerError as error:
-        raise ToolError(str(error)) from None
+        raise ToolError(redact(str(error))) from None
+    except Exception as error:
+        # Unexpected: logged with its traceback; the client gets its type and (masked) text, never a secret.
+        logger.exception("tool failed")
+        raise ToolError(f"internal error: {type(error).__name__}: {redact(str(error))}") from None
 
 
 def build_server(settings: Settings, service: IndexingService | None = None) -> MCPServer[Any]:
@@ -155,6 +162,8 @@ def build_http_app(settings: Settings) -> Starlette:
     mcp = build_server(settings, service=_ServiceProxy())  # type: ignore[arg-type]
     holder["mcp"] = mcp
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.http_host)
+    # With a token set, everything but the probes needs it (see server/auth.py).
+    token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
     return Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -162,11 +171,14 @@ def build_http_app(settings: Settings) -> Starlette:
             Mount("/metrics", app=make_asgi_app()),
             Mount("/", app=mcp_app),
         ],
+        middleware=[Middleware(BearerTokenMiddleware, token=token)] if token else [],
         lifespan=lifespan,
     )
 
 
 def serve_http(settings: Settings, host: str, port: int) -> None:
+    if settings.auth_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving HTTP on %s without CODEBASE_MCP_AUTH_TOKEN: anyone who can reach it may use it", host)
     uvicorn.run(build_http_app(settings), host=host, port=port, log_level="warning", lifespan="on")
 
 
