@@ -95,6 +95,12 @@ def parse_job_id(job_id: object) -> uuid.UUID:
         ) from None
 
 
+def _display_path(path: str) -> str:
+    """A path as shown in an error: valid UTF-8 and at most about 300 characters."""
+    display = path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return display if len(display) <= 300 else display[:280] + f"…({len(display)} chars)"
+
+
 def _resolve(candidate: Path, shown_path: str) -> Path:
     """``candidate`` with symlinks and ``..`` resolved; a loop or an unusable name is a ValidationError."""
     try:
@@ -116,9 +122,7 @@ def validate_repo_path(repo_path: object, allowed_roots: list[Path]) -> Path:
     if not isinstance(repo_path, str) or not repo_path.strip():
         raise ValidationError("repo_path must be a non-empty path to a directory")
     validate_text("repo_path", repo_path, max_chars=MAX_PATH_CHARS)
-    display = repo_path.encode("utf-8", "backslashreplace").decode("utf-8")
-    if len(display) > 300:
-        display = display[:280] + "…"
+    display = _display_path(repo_path)
     try:
         candidate = Path(repo_path).expanduser()
     except RuntimeError:  # "~someone" for a user that does not exist
@@ -129,8 +133,8 @@ def validate_repo_path(repo_path: object, allowed_roots: list[Path]) -> Path:
     # Roots first, so that nothing is revealed about paths outside them.
     if allowed_roots and not any(resolved.is_relative_to(root.resolve()) for root in allowed_roots):
         raise ValidationError(
-            f"repository path {resolved} is outside the allowed roots ({', '.join(str(r) for r in allowed_roots)}); "
-            "set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
+            f"repository path {_display_path(str(resolved))} is outside the allowed roots "
+            f"({', '.join(str(r) for r in allowed_roots)}); set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
         )
     try:
         exists, is_dir = resolved.exists(), resolved.is_dir()
