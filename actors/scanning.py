@@ -201,7 +201,7 @@ def scan_repository(
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    for entry in _walk(root):
+    for entry in _walk(root, skip):
         relative = entry.path[len(str(root)) + 1 :].replace(os.sep, "/")
         if spec is not None and spec.match_file(relative):
             continue
@@ -228,7 +228,8 @@ def scan_repository(
     return ScanResult(found, skipped)
 
 
-def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
+def _walk(root: Path, skip: Callable[[str], None]) -> Iterator[os.DirEntry[str]]:
+    """Regular files (or symlinks to them) under ``root``; whatever else is met is counted with ``skip``."""
     stack = [str(root)]
     while stack:
         directory = stack.pop()
@@ -241,7 +242,13 @@ def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
                                 stack.append(entry.path)
                         elif entry.is_file(follow_symlinks=True):
                             yield entry
+                        elif entry.is_symlink():
+                            # To a directory (never followed: loops, escapes) or to nothing.
+                            skip("symlink to a directory" if entry.is_dir() else "broken symlink")
+                        else:
+                            skip("not a regular file")  # FIFO, socket, device: reading could block
                     except OSError:
-                        continue
+                        skip("unreadable")
         except OSError:
-            continue
+            if directory != str(root):
+                skip("unreadable directory")

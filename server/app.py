@@ -63,11 +63,9 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except CallerError as error:
+        # Anything else stays an UnexpectedToolError: the SDK logs it (masked) and the client sees
+        # only "Error executing tool <name>", so no connection detail leaves the server.
         raise ToolError(redact(str(error))) from None
-    except Exception as error:
-        # Unexpected: logged with its traceback; the client gets its type and (masked) text, never a secret.
-        logger.exception("tool failed")
-        raise ToolError(f"internal error: {type(error).__name__}: {redact(str(error))}") from None
 
 
 def build_server(settings: Settings, service: IndexingService | None = None) -> MCPServer[Any]:
