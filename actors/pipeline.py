@@ -65,9 +65,10 @@ def read_inside(real_root: Path, path: Path, max_bytes: int) -> bytes:
     if not real.is_relative_to(real_root):
         raise _NotIndexable("symlink outside repository")
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotIndexable("unreadable: not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise _NotIndexable("not a regular file")
         return handle.read(max_bytes + 1)
 
 

@@ -5,13 +5,15 @@
 Boots an embedded PostgreSQL, a RabbitMQ vhost, the deterministic embedding server
 (``tests/fixtures/fake_embedding_server.py``, with a per-text delay so the jobs outlast the
 measurement), the real ``codebase-mcp serve --transport http`` and ``dramatiq`` workers. Starts
-``--jobs`` indexing jobs, then ``--clients`` MCP sessions each call ``get_indexing_status`` (on
-the jobs in turn), sleeping ``--interval`` between calls, for ``--duration`` seconds.
+``--jobs`` indexing jobs, measures one client alone for ``--baseline-seconds``, then ``--clients``
+MCP sessions each call ``get_indexing_status`` (on the jobs in turn), sleeping ``--interval``
+between calls, for ``--duration`` seconds.
 
 Prints and writes to ``bench/results/load.json``: status latency p50/p95/p99/max, calls and
 errors, the jobs' progress during the window, PostgreSQL connections (peak, against
 ``max_connections``; pool exhaustion would show as errors or as ~30 s latencies, the pool timeout),
-and the RSS of the server and of every worker process (start, peak, end), sampled every second.
+the RSS of the server and of every worker process (start, half time, peak, end), sampled every
+second, and the CPU each used during the window (with the machine's, which others share).
 """
 
 from __future__ import annotations
@@ -169,6 +171,9 @@ async def measure(stack: Stack, repos: list[Path], args: argparse.Namespace, dat
             started = await admin.call("start_indexing_background", repo_path=str(repo), name=repo.name)
             job_ids.append(started["job_id"])
         await asyncio.sleep(args.warmup)
+        # The same calls from one client first: on a shared machine only the ratio means much.
+        alone: dict[str, Any] = {"latencies": [], "errors": []}
+        await poll(admin, job_ids, 0, args.interval, time.monotonic() + args.baseline_seconds, alone)
         before = [await admin.call("get_indexing_status", job_id=job_id) for job_id in job_ids]
         results: dict[str, Any] = {"latencies": [], "errors": []}
         until = time.monotonic() + args.duration
@@ -212,6 +217,12 @@ async def measure(stack: Stack, repos: list[Path], args: argparse.Namespace, dat
         "errors": len(results["errors"]),
         "error_examples": sorted(set(results["errors"]))[:5],
         "calls_per_second": round(len(latencies_ms) / window, 1),
+        "one_client_status_ms": {
+            "calls": len(alone["latencies"]),
+            "errors": len(alone["errors"]),
+            "p50": round(1000 * statistics.median(alone["latencies"]), 1),
+            "p95": round(1000 * percentile(alone["latencies"], 0.95), 1),
+        },
         "status_ms": {
             "p50": round(statistics.median(latencies_ms), 1),
             "p95": round(percentile(latencies_ms, 0.95), 1),
@@ -243,11 +254,13 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between one client's calls")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds between starting the jobs and polling")
+    parser.add_argument("--baseline-seconds", type=float, default=10.0, help="one client alone, before the load")
     parser.add_argument("--files", type=int, default=1500, help="files per job's repository")
     parser.add_argument("--lines", type=int, default=40)
     parser.add_argument("--delay-ms", type=float, default=20.0, help="embedding server delay per text")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cbm-load-"))
@@ -286,7 +299,7 @@ def main() -> int:
         result = asyncio.run(measure(stack, repos, args, database_url))
         result.update({"files_per_job": args.files, "delay_ms_per_text": args.delay_ms, "jobs_count": args.jobs})
         print(json.dumps(result, indent=2))
-        out = ROOT / "bench" / "results" / "load.json"
+        out: Path = args.out
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"written to {out}; logs in {work / 'logs'}", file=sys.stderr)
         return 0 if result["errors"] == 0 else 1

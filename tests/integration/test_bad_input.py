@@ -489,7 +489,7 @@ async def test_files_deleted_or_changed_while_indexing(
     reasons = sorted(item for event in not_indexed for item in event["failed"])
     assert reasons == sorted(
         [[path, "deleted since the scan"] for path in deleted]
-        + [[to_symlink, "symlink outside repository"], [to_fifo, "not a regular file"]]
+        + [[to_symlink, "symlink outside repository"], [to_fifo, "unreadable: not a regular file"]]
     )
     rows = await snapshot(db, repo)
     assert set(rows).isdisjoint({*deleted, to_symlink, to_fifo})
