@@ -129,13 +129,25 @@ def validate_repo_path(repo_path: object, allowed_roots: list[Path]) -> Path:
         raise ValidationError(f"repo_path {shown(repo_path)}: cannot expand the home directory") from None
     if not candidate.is_absolute():
         raise ValidationError(f"repo_path {shown(repo_path)} must be absolute")
-    resolved = _resolve(candidate, display)
-    # Roots first, so that nothing is revealed about paths outside them.
-    if allowed_roots and not any(resolved.is_relative_to(root.resolve()) for root in allowed_roots):
-        raise ValidationError(
-            f"repository path {_display_path(str(resolved))} is outside the allowed roots "
+    roots = [root.resolve() for root in allowed_roots]
+
+    def outside(path: Path) -> ValidationError:
+        return ValidationError(
+            f"repository path {_display_path(str(path))} is outside the allowed roots "
             f"({', '.join(str(r) for r in allowed_roots)}); set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
         )
+
+    try:
+        resolved = _resolve(candidate, display)
+    except ValidationError:
+        # Say nothing about an unresolvable path that is not even lexically inside the roots.
+        lexical = Path(os.path.normpath(candidate))
+        if roots and not any(lexical.is_relative_to(root) for root in roots):
+            raise outside(lexical) from None
+        raise
+    # Roots first, so that nothing is revealed about paths outside them.
+    if roots and not any(resolved.is_relative_to(root) for root in roots):
+        raise outside(resolved)
     try:
         exists, is_dir = resolved.exists(), resolved.is_dir()
     except OSError as error:

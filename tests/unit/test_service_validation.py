@@ -199,3 +199,12 @@ def test_unreadable_directory_is_refused(tmp_path: Path) -> None:
     finally:
         locked.chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_unresolvable_path_outside_the_roots_reveals_nothing(tree: Path) -> None:
+    os.symlink(tree / "outside" / "loop-b", tree / "outside" / "loop-a")
+    os.symlink(tree / "outside" / "loop-a", tree / "outside" / "loop-b")
+    message = _error(str(tree / "outside" / "loop-a"), [tree / "allowed"])
+    assert "outside the allowed roots" in message
+    assert "loop" not in message.split(" is outside")[1]
+    assert "outside the allowed roots" in _error(str(tree / "outside" / ("n" * 300)), [tree / "allowed"])
