@@ -59,14 +59,14 @@ class Settings(BaseSettings):
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Directories that may be indexed (comma-separated); empty allows any."
     )
-    stale_batch_seconds: float = Field(default=900.0, gt=0, description="A dispatched batch idle this long is redone.")
-    job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
-    http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
-    http_port: int = Field(default=8765, description="Port of the HTTP transport.")
     auth_token: SecretStr | None = Field(
         default=None,
         description="When set, HTTP requests (except /healthz, /readyz) need 'Authorization: Bearer <token>'.",
     )
+    stale_batch_seconds: float = Field(default=900.0, gt=0, description="A dispatched batch idle this long is redone.")
+    job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
+    http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
+    http_port: int = Field(default=8765, description="Port of the HTTP transport.")
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 
