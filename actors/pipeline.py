@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -47,18 +49,45 @@ logger = logging.getLogger(__name__)
 _BINARY_SNIFF_BYTES = 8192
 
 
+class _NotIndexable(Exception):
+    """The path changed since the scan into something that must not be read; the text says what."""
+
+
+def read_inside(real_root: Path, path: Path, max_bytes: int) -> bytes:
+    """Up to ``max_bytes + 1`` bytes of the regular file ``path``, which must still resolve inside ``real_root``.
+
+    Re-checked at read time because the tree may change after the scan: a file swapped for a
+    symlink to ``/etc/shadow`` must not be indexed, and a file swapped for a FIFO must not block.
+    """
+    try:
+        real = path.resolve(strict=True)
+    except RuntimeError:
+        raise _NotIndexable("symlink loop") from None
+    if not real.is_relative_to(real_root):
+        raise _NotIndexable("symlink outside repository")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotIndexable("unreadable: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(max_bytes + 1)
+
+
 def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     """Read, hash and chunk a batch's files. Files that cannot be indexed are counted, never fatal."""
     out_files: list[dict[str, Any]] = []
     skipped: list[list[str]] = []
     failed: list[list[str]] = []
+    real_root = root.resolve()
     for entry in files:
         relative = entry["path"]
-        path = root / relative
         try:
-            raw = path.read_bytes()
+            raw = read_inside(real_root, root / relative, settings.max_file_bytes)
         except FileNotFoundError:
             failed.append([relative, "deleted since the scan"])
+            continue
+        except _NotIndexable as reason:
+            failed.append([relative, str(reason)])
             continue
         except OSError as error:
             failed.append([relative, f"unreadable: {error.strerror or error}"])
@@ -280,6 +309,14 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             )
             for relative, reason in payload["failed"]:
                 logger.warning("file not indexed: %s (%s)", relative, reason)
+            if payload["skipped"] or payload["failed"]:
+                # The reasons, per file, for whoever asks why the counters say skipped/failed.
+                await jobs.add_event(
+                    conn,
+                    job,
+                    "files_not_indexed",
+                    {"batch": batch_no, "skipped": payload["skipped"], "failed": payload["failed"]},
+                )
 
         async def send(next_token: uuid.UUID) -> None:
             await publish(record_message(job, batch_no, next_token))

@@ -253,7 +253,7 @@ def scan_repository(
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    for entry, relative in _walk(root, rules):
+    for entry, relative in _walk(root, rules, skip):
         if rules.matches(relative, is_dir=False):
             continue
         if os.path.splitext(entry.name)[1].lower() in BINARY_EXTENSIONS:
@@ -283,8 +283,11 @@ def scan_repository(
     return ScanResult(found, skipped)
 
 
-def _walk(root: Path, rules: IgnoreRules) -> Iterator[tuple[os.DirEntry[str], str]]:
-    """Files under ``root`` with their relative paths; ignored directories are not entered."""
+def _walk(root: Path, rules: IgnoreRules, skip: Callable[[str], None]) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """Regular files (or symlinks to them) under ``root`` with their relative paths.
+
+    Ignored directories are not entered; whatever else is met is counted with ``skip``.
+    """
     stack = [(str(root), "")]
     while stack:
         directory, prefix = stack.pop()
@@ -298,7 +301,13 @@ def _walk(root: Path, rules: IgnoreRules) -> Iterator[tuple[os.DirEntry[str], st
                                 stack.append((entry.path, relative + "/"))
                         elif entry.is_file(follow_symlinks=True):
                             yield entry, relative
+                        elif entry.is_symlink():
+                            # To a directory (never followed: loops, escapes) or to nothing.
+                            skip("symlink to a directory" if entry.is_dir() else "broken symlink")
+                        else:
+                            skip("not a regular file")  # FIFO, socket, device: reading could block
                     except OSError:
-                        continue
+                        skip("unreadable")
         except OSError:
-            continue
+            if directory != str(root):
+                skip("unreadable directory")

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.logs import redact
 from models.tables import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 
 #: Serialises admission and promotion so that the running-slot limit is never exceeded.
@@ -169,6 +170,7 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
 
 async def fail_job(conn: AsyncConnection, job_id: uuid.UUID, message: str) -> bool:
     """Fail an active job with ``message``; returns False if it had already finished."""
+    message = redact(message)  # shown to every client: no credentials from a connection error
     result = await conn.execute(
         text(
             "UPDATE indexing_jobs SET status = 'failed', failed_at = now(), updated_at = now(), phase = 'failed', "

@@ -14,11 +14,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from models.logs import redact
 from models.settings import Settings
+from server.auth import BearerTokenMiddleware
 from server.errors import CallerError
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import JobList, JobStatus, SearchResult, StartResult
@@ -90,7 +93,9 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except CallerError as error:
-        raise ToolError(str(error)) from None
+        # Anything else stays an UnexpectedToolError: the SDK logs it (masked) and the client sees
+        # only "Error executing tool <name>", so no connection detail leaves the server.
+        raise ToolError(redact(str(error))) from None
 
 
 def build_server(settings: Settings, service: IndexingService | None = None) -> MCPServer[Any]:
@@ -207,6 +212,8 @@ def build_http_app(settings: Settings) -> Starlette:
     mcp = build_server(settings, service=_ServiceProxy())  # type: ignore[arg-type]
     holder["mcp"] = mcp
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.http_host)
+    # With a token set, everything but the probes needs it (see server/auth.py).
+    token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
     return Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -214,12 +221,16 @@ def build_http_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics),
             Mount("/", app=mcp_app),
         ],
+        middleware=[Middleware(BearerTokenMiddleware, token=token)] if token else [],
         lifespan=lifespan,
     )
 
 
 def serve_http(settings: Settings, host: str, port: int) -> None:
-    uvicorn.run(build_http_app(settings), host=host, port=port, log_level="warning", lifespan="on")
+    if settings.auth_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving HTTP on %s without CODEBASE_MCP_AUTH_TOKEN: anyone who can reach it may use it", host)
+    # log_config=None: uvicorn's loggers propagate to the root handler (one format, credentials masked).
+    uvicorn.run(build_http_app(settings), host=host, port=port, log_level="warning", lifespan="on", log_config=None)
 
 
 def serve_stdio(settings: Settings) -> None:
