@@ -57,7 +57,7 @@ _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 FILES = Counter(
     "codebase_mcp_files",
-    "Files of recorded batches, by outcome: indexed, skipped (too large, binary) or failed (unreadable).",
+    "Files by outcome: indexed, skipped (too large, binary; by the planner or a batch) or failed (unreadable).",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -183,6 +183,11 @@ def batch_recorded(recorded: Recorded) -> None:
         CHUNKS_WRITTEN.inc(recorded.chunks_created)
 
     _after_success(update)
+
+
+def files_skipped_at_plan(count: int) -> None:
+    """Files the planner set aside (binary by content, too large) after its plan committed."""
+    FILES.labels("skipped").inc(count)
 
 
 def job_finished(status: str) -> None:

@@ -30,6 +30,7 @@ import dramatiq
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from actors import metrics
 from actors.broker import resources
 from actors.dispatch import dispatch_window, promote_and_plan
 from actors.embedders import configured_name
@@ -145,6 +146,7 @@ async def plan_job(job_id: str) -> None:
         if not root.is_dir():
             async with res.engine.begin() as conn:
                 await jobs.fail_job(conn, job, f"repository path {root} is no longer a readable directory")
+            metrics.job_finished("failed")
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
             return
         logger.info("scanning %s", root)
@@ -163,6 +165,9 @@ async def plan_job(job_id: str) -> None:
         if planned is None:
             return
         batches, finished = planned
+        metrics.files_skipped_at_plan(sum(skipped_by_reason.values()))
+        if finished:
+            metrics.job_finished("completed")
         if batches:
             # A second transaction: the ledger rows must be committed before their messages go out.
             async with res.engine.begin() as conn:

@@ -100,7 +100,7 @@ async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool,
     worker_url = f"http://127.0.0.1:{stack.env['dramatiq_prom_port']}/metrics"
     repo = Path(tempfile.mkdtemp(prefix="cbm-metrics-repo-")) / "repo"
     generate_repo(repo, 300, 60, seed=41)
-    # A NUL byte under a source extension: the scan takes it, the chunk stage skips it as binary.
+    # A NUL byte under a source extension: the listing takes it, the planner's hashing skips it as binary.
     (repo / "blob.py").write_bytes(b"\x00\x01binary" * 100)
     set_embed_delay(fake_embedding_url, 20.0)  # long enough to scrape while batches are in flight
     status_calls = 0
@@ -144,8 +144,8 @@ async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool,
 
     # Mid-job: the job gauges show a running job with planned files and progress under way.
     assert value(server_mid, "codebase_mcp_jobs", status="running") == 1
-    assert value(server_mid, "codebase_mcp_running_jobs_files_planned") == 301
-    assert 0 < value(server_mid, "codebase_mcp_running_jobs_files_processed") <= 301
+    assert value(server_mid, "codebase_mcp_running_jobs_files_planned") == 300
+    assert 0 < value(server_mid, "codebase_mcp_running_jobs_files_processed") <= 300
     assert value(server_mid, "codebase_mcp_oldest_running_job_age_seconds") > 0
     assert value(server_mid, "codebase_mcp_ledger_lag_batches") >= 0
     assert value(workers_mid, "dramatiq_messages_total", queue_name="index.chunk") >= 1
