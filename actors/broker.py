@@ -6,9 +6,13 @@ and CLI (so they publish to the same broker).
 
 from __future__ import annotations
 
+# First: in worker processes it switches prometheus_client to multiprocess mode before anything imports it.
+from actors.metrics import in_worker_process  # isort: skip
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AsyncIO
+from dramatiq.middleware.prometheus import Prometheus
 
 from actors.resources import WorkerResources
 from models.logs import configure_logging
@@ -20,6 +24,10 @@ def build_broker(settings: Settings) -> tuple[RabbitmqBroker, WorkerResources]:
     # a ledger transaction commit right after publishing without ever losing a batch.
     broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     broker.add_middleware(AsyncIO())
+    if in_worker_process():
+        # Dramatiq's metrics plus ours (actors/metrics.py), summed over the worker processes and
+        # served by its exposition process on dramatiq_prom_port (9191).
+        broker.add_middleware(Prometheus())
     resources = WorkerResources(settings)
     broker.add_middleware(resources)
     return broker, resources

@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import text
 
+from actors import metrics
 from actors.broker import resources
 from actors.dispatch import dispatch_window, promote_and_plan
 from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
@@ -26,16 +27,20 @@ logger = logging.getLogger(__name__)
 
 
 def describe_progress(
-    counts: dict[str, int], *, files_done: int, files_total: int, files_indexed: int, chunks: int
+    counts: dict[str, int], *, files_done: int, files_total: int, files_indexed: int, chunks: int, unchanged: int = 0
 ) -> tuple[str, str]:
-    """The phase (the pipeline stage most in-flight batches wait for) and a message naming it."""
+    """The phase (the pipeline stage most in-flight batches wait for) and a message naming it.
+
+    ``files_total`` counts the files this job (re)indexes; ``unchanged`` the ones it skipped.
+    """
     stages = {"chunking": 0, "embedding": 0, "writing": 0}
     for state, stage in ledger.IN_FLIGHT_STAGE.items():
         stages[stage] += counts.get(state, 0)
     # Ties go to the later stage: work further along is what finishes the job.
     phase = max(reversed(list(stages)), key=lambda stage: stages[stage]) if any(stages.values()) else "chunking"
+    kept = f", {unchanged:,} unchanged" if unchanged else ""
     message = (
-        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks "
+        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks{kept} "
         f"(in flight: {stages['chunking']} chunking, {stages['embedding']} embedding, {stages['writing']} writing)"
     )
     return phase, message
@@ -44,6 +49,7 @@ def describe_progress(
 @dramatiq.actor(
     queue_name=COORDINATE_QUEUE, time_limit=300_000, **{**STAGE_RETRIES, "max_retries": 20, "min_backoff": 500}
 )
+@metrics.timed_stage("record")
 async def record_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job = uuid.UUID(job_id)
@@ -54,8 +60,8 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                 await conn.execute(
                     text(
                         "SELECT status, files_total, batches_total, batches_done, files_indexed, files_skipped, "
-                        "files_failed, chunks_created, progress_percentage FROM indexing_jobs WHERE id = :id "
-                        "FOR UPDATE"
+                        "files_failed, files_unchanged, chunks_created, progress_percentage FROM indexing_jobs "
+                        "WHERE id = :id FOR UPDATE"
                     ),
                     {"id": job},
                 )
@@ -84,6 +90,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     "chunks": recorded.chunks_created,
                 },
             )
+            metrics.batch_recorded(recorded)  # counted once this call returns, i.e. after the commit
             if row.status not in jobs.LIVE_STATUSES:
                 # Cancelled or failed: the counters still tell the truth about what is stored.
                 return
@@ -108,6 +115,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     files_total=int(row.files_total or 0),
                     files_indexed=files_indexed,
                     chunks=chunks,
+                    unchanged=int(row.files_unchanged or 0),
                 )
                 await conn.execute(
                     text(
@@ -124,6 +132,7 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
                     )
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
         if finished:
+            metrics.job_finished("completed")
             logger.info("job completed: %d files, %d chunks", files_indexed, chunks)
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
 
@@ -145,4 +154,5 @@ async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> N
         async with res.engine.begin() as conn:
             failed = await jobs.fail_job(conn, job, reason)
         if failed:
+            metrics.job_finished("failed")
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from actors import metrics
 from actors.broker import resources
-from actors.chunking import chunk_header, chunk_text, embedding_text
+from actors.chunking import chunk_file, embedding_text
 from actors.dispatch import promote_and_plan, publish
 from actors.embedders import EmbedderUnavailableError
 from actors.embedders.base import Vectors
@@ -46,18 +49,45 @@ logger = logging.getLogger(__name__)
 _BINARY_SNIFF_BYTES = 8192
 
 
+class _NotIndexable(Exception):
+    """The path changed since the scan into something that must not be read; the text says what."""
+
+
+def read_inside(real_root: Path, path: Path, max_bytes: int) -> bytes:
+    """Up to ``max_bytes + 1`` bytes of the regular file ``path``, which must still resolve inside ``real_root``.
+
+    Re-checked at read time because the tree may change after the scan: a file swapped for a
+    symlink to ``/etc/shadow`` must not be indexed, and a file swapped for a FIFO must not block.
+    """
+    try:
+        real = path.resolve(strict=True)
+    except RuntimeError:
+        raise _NotIndexable("symlink loop") from None
+    if not real.is_relative_to(real_root):
+        raise _NotIndexable("symlink outside repository")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotIndexable("unreadable: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(max_bytes + 1)
+
+
 def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     """Read, hash and chunk a batch's files. Files that cannot be indexed are counted, never fatal."""
     out_files: list[dict[str, Any]] = []
     skipped: list[list[str]] = []
     failed: list[list[str]] = []
+    real_root = root.resolve()
     for entry in files:
         relative = entry["path"]
-        path = root / relative
         try:
-            raw = path.read_bytes()
+            raw = read_inside(real_root, root / relative, settings.max_file_bytes)
         except FileNotFoundError:
             failed.append([relative, "deleted since the scan"])
+            continue
+        except _NotIndexable as reason:
+            failed.append([relative, str(reason)])
             continue
         except OSError as error:
             failed.append([relative, f"unreadable: {error.strerror or error}"])
@@ -69,8 +99,11 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
             skipped.append([relative, "binary"])
             continue
         content = raw.decode("utf-8", errors="replace")
-        chunks = chunk_text(
+        language = language_of(relative)
+        chunks = chunk_file(
+            relative,
             content,
+            language,
             window=settings.chunk_lines,
             overlap=settings.chunk_overlap_lines,
             max_chars=settings.chunk_max_chars,
@@ -79,16 +112,17 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
             {
                 "path": relative,
                 "hash": hashlib.sha256(raw).hexdigest(),
-                "language": language_of(relative),
+                "language": language,
                 "size": len(raw),
                 "lines": content.count("\n") + (0 if content.endswith("\n") or not content else 1),
-                "chunks": [[c.start_line, c.end_line, c.symbol, c.text, chunk_header(relative, c)] for c in chunks],
+                "chunks": [[c.start_line, c.end_line, c.symbol, c.text, c.header] for c in chunks],
             }
         )
     return {"files": out_files, "skipped": skipped, "failed": failed}
 
 
 @dramatiq.actor(queue_name=CHUNK_QUEUE, time_limit=600_000, **STAGE_RETRIES)
+@metrics.timed_stage("chunk")
 async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -136,7 +170,7 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
                 if await _job_status(conn, job) not in jobs.LIVE_STATUSES:
                     return None
         part = todo[start : start + step]
-        vectors = await res.embedder.embed([body for _, body in part])
+        vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
         async with res.engine.begin() as conn:
             # The backend answered: a job blocked on it runs again (job row first: the lock order).
             await jobs.unblock_job(conn, job, backend=name)
@@ -145,12 +179,14 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
         known.update((digest, vector) for (digest, _), vector in zip(part, vectors, strict=True))
     async with res.engine.begin() as conn:
         await ledger.count_embedded(conn, job, batch_no, cached=len(texts) - len(todo))
+    metrics.texts_needed(cached=len(texts) - len(todo), embedded=len(todo))
     if not texts:
         return np.zeros((0, res.embedder.dimension), dtype=np.float32)
     return np.stack([known[digest] for digest in hashes]).astype(np.float32, copy=False)
 
 
 @dramatiq.actor(queue_name=EMBED_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
+@metrics.timed_stage("embed")
 async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     res = await resources.get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
@@ -223,6 +259,7 @@ async def wait_for_embedder(
             await ledger.hop(conn, job, batch_no, from_state="chunked", token=token, to_state="chunked", send_next=send)
     if failed:
         logger.error("embedding service %s down for %.0f s: job failed (%s)", name, waited, error)
+        metrics.job_finished("failed")
         await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
     else:
         logger.warning("embedding service %s unavailable; job blocked %.0f s, retry in %.1f s", name, waited, delay)
@@ -290,6 +327,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
 
 
 @dramatiq.actor(queue_name=WRITE_QUEUE, time_limit=600_000, **STAGE_RETRIES)
+@metrics.timed_stage("write")
 async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     """Store the batch's chunks and mark it written in one transaction, then hand it to the coordinator."""
     res = await resources.get()
@@ -315,6 +353,14 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             )
             for relative, reason in payload["failed"]:
                 logger.warning("file not indexed: %s (%s)", relative, reason)
+            if payload["skipped"] or payload["failed"]:
+                # The reasons, per file, for whoever asks why the counters say skipped/failed.
+                await jobs.add_event(
+                    conn,
+                    job,
+                    "files_not_indexed",
+                    {"batch": batch_no, "skipped": payload["skipped"], "failed": payload["failed"]},
+                )
 
         async def send(next_token: uuid.UUID) -> None:
             await publish(record_message(job, batch_no, next_token))

@@ -162,6 +162,15 @@ def language_of(path: str) -> str:
     return LANGUAGES.get(os.path.splitext(name)[1].lower(), "text")
 
 
+#: How much of a file's start is searched for a NUL byte to call it binary (as git does).
+BINARY_SNIFF_BYTES = 8192
+
+
+def looks_binary(head: bytes) -> bool:
+    """True when a file's first bytes contain a NUL: not text worth embedding."""
+    return b"\x00" in head[:BINARY_SNIFF_BYTES]
+
+
 @dataclass(frozen=True, slots=True)
 class ScannedFile:
     path: str  # relative to the repository root, with forward slashes
@@ -171,18 +180,59 @@ class ScannedFile:
 @dataclass(slots=True)
 class ScanResult:
     files: list[ScannedFile]
-    skipped: dict[str, int]  # reason -> count (binary extension, too large, unreadable, symlink outside)
+    #: reason -> count (binary, too large, unreadable, symlink outside repository, symlink to ignored file)
+    skipped: dict[str, int]
 
 
-def _gitignore(root: Path) -> pathspec.PathSpec | None:
-    ignore_file = root / ".gitignore"
-    if not ignore_file.is_file():
-        return None
-    try:
-        lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+class IgnoreRules:
+    """Git's ignore rules for one repository: every ``.gitignore`` applies to its own directory's subtree.
+
+    Patterns of a deeper ``.gitignore`` override shallower ones, the last matching pattern of a file
+    decides (so ``!keep.log`` re-includes), and nothing inside an ignored directory can be
+    re-included, as in git. Directories named in :data:`IGNORED_DIRS` are ignored at any depth.
+    ``.gitignore`` files are read lazily, once each.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._specs: dict[str, pathspec.GitIgnoreSpec | None] = {}
+
+    def _spec(self, directory: str) -> pathspec.GitIgnoreSpec | None:
+        """The ``.gitignore`` of ``directory`` (relative, ``""`` for the root), or None."""
+        if directory not in self._specs:
+            ignore_file = self.root / directory / ".gitignore"
+            spec = None
+            try:
+                if ignore_file.is_file():
+                    lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
+                    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+            except OSError:
+                spec = None
+            self._specs[directory] = spec
+        return self._specs[directory]
+
+    def matches(self, relative: str, *, is_dir: bool) -> bool:
+        """Whether the ``.gitignore`` files above ``relative`` ignore it; its parents are not checked."""
+        parts = relative.split("/")
+        verdict: bool | None = None
+        for depth in range(len(parts)):
+            spec = self._spec("/".join(parts[:depth]))
+            if spec is None:
+                continue
+            result = spec.check_file("/".join(parts[depth:]) + ("/" if is_dir else "")).include
+            if result is not None:
+                verdict = result
+        return bool(verdict)
+
+    def ignored(self, relative: str, *, is_dir: bool = False) -> bool:
+        """Whether ``relative`` or any directory above it is ignored (for paths not reached by a walk)."""
+        parts = relative.split("/")
+        for depth in range(1, len(parts)):
+            if parts[depth - 1] in IGNORED_DIRS or self.matches("/".join(parts[:depth]), is_dir=True):
+                return True
+        if is_dir and parts[-1] in IGNORED_DIRS:
+            return True
+        return self.matches(relative, is_dir=is_dir)
 
 
 def scan_repository(
@@ -190,20 +240,21 @@ def scan_repository(
 ) -> ScanResult:
     """List indexable files under ``root``, sorted by path (so batches are deterministic).
 
-    Follows no symlinked directories (no loops, nothing outside the root); symlinked files are
-    followed only when they resolve inside the root. Honours the root ``.gitignore``.
+    Follows no symlinked directories (no loops, nothing outside the root). A symlinked file is kept
+    only when it resolves to a file inside the root that is not itself ignored. Honours every
+    ``.gitignore`` in the tree (see :class:`IgnoreRules`). Ignored files are neither listed nor
+    counted; the other files left out are counted in ``skipped`` by reason.
     """
     root = root.resolve()
-    spec = _gitignore(root)
+    rules = IgnoreRules(root)
     found: list[ScannedFile] = []
     skipped: dict[str, int] = {}
 
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    for entry in _walk(root):
-        relative = entry.path[len(str(root)) + 1 :].replace(os.sep, "/")
-        if spec is not None and spec.match_file(relative):
+    for entry, relative in _walk(root, rules, skip):
+        if rules.matches(relative, is_dir=False):
             continue
         if os.path.splitext(entry.name)[1].lower() in BINARY_EXTENSIONS:
             skip("binary")
@@ -213,6 +264,10 @@ def scan_repository(
                 target = Path(entry.path).resolve()
                 if not target.is_relative_to(root) or not target.is_file():
                     skip("symlink outside repository")
+                    continue
+                target_relative = target.relative_to(root).as_posix()
+                if rules.ignored(target_relative) or target.suffix.lower() in BINARY_EXTENSIONS:
+                    skip("symlink to ignored file")
                     continue
             size = entry.stat().st_size
         except OSError:
@@ -228,20 +283,31 @@ def scan_repository(
     return ScanResult(found, skipped)
 
 
-def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
-    stack = [str(root)]
+def _walk(root: Path, rules: IgnoreRules, skip: Callable[[str], None]) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """Regular files (or symlinks to them) under ``root`` with their relative paths.
+
+    Ignored directories are not entered; whatever else is met is counted with ``skip``.
+    """
+    stack = [(str(root), "")]
     while stack:
-        directory = stack.pop()
+        directory, prefix = stack.pop()
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
+                    relative = prefix + entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            if entry.name not in IGNORED_DIRS:
-                                stack.append(entry.path)
+                            if entry.name not in IGNORED_DIRS and not rules.matches(relative, is_dir=True):
+                                stack.append((entry.path, relative + "/"))
                         elif entry.is_file(follow_symlinks=True):
-                            yield entry
+                            yield entry, relative
+                        elif entry.is_symlink():
+                            # To a directory (never followed: loops, escapes) or to nothing.
+                            skip("symlink to a directory" if entry.is_dir() else "broken symlink")
+                        else:
+                            skip("not a regular file")  # FIFO, socket, device: reading could block
                     except OSError:
-                        continue
+                        skip("unreadable")
         except OSError:
-            continue
+            if directory != str(root):
+                skip("unreadable directory")

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.logs import redact
 from models.tables import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 
 #: Statuses whose pipeline is live: batches move on. A ``blocked`` job keeps its messages alive and
@@ -27,7 +28,8 @@ _ADMISSION_LOCK_KEY = 0x0C0DE10B5
 
 JOB_COLUMNS = (
     "id, repository_id, repo_path, name, status, phase, progress_percentage, progress_message, files_total, "
-    "files_indexed, files_skipped, files_failed, chunks_created, batches_total, batches_done, error_message, "
+    "files_indexed, files_skipped, files_failed, files_unchanged, files_removed, chunks_created, batches_total, "
+    "batches_done, error_message, "
     "created_at, started_at, planned_at, completed_at, cancelled_at, failed_at, updated_at"
 )
 
@@ -172,6 +174,7 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
 
 async def fail_job(conn: AsyncConnection, job_id: uuid.UUID, message: str) -> bool:
     """Fail an active job with ``message``; returns False if it had already finished."""
+    message = redact(message)  # shown to every client: no credentials from a connection error
     result = await conn.execute(
         text(
             "UPDATE indexing_jobs SET status = 'failed', failed_at = now(), updated_at = now(), phase = 'failed', "
@@ -239,22 +242,78 @@ async def purge_finished(conn: AsyncConnection, *, older_than_days: int) -> int:
     return int(result.rowcount or 0)
 
 
+def completion_message(
+    *,
+    files_total: int,
+    files_indexed: int,
+    chunks_created: int,
+    files_unchanged: int,
+    files_removed: int,
+    files_skipped: int,
+    files_failed: int,
+    seconds: float,
+    note: str | None = None,
+) -> str:
+    """The final progress message: ``up to date: ...`` when the job had nothing to (re)index.
+
+    ``note`` (why the job re-indexed everything, for instance) is appended in parentheses.
+    """
+    suffix = f" ({note})" if note else ""
+    if files_total == 0 and files_failed == 0 and (files_unchanged or files_removed):
+        parts = [f"{files_unchanged:,} files unchanged"]
+        parts += [f"{files_removed:,} removed"] if files_removed else []
+        parts += [f"{files_skipped:,} skipped"] if files_skipped else []
+        return f"up to date: {', '.join(parts)} (checked in {seconds:.1f} s){suffix}"
+    parts = [f"{files_indexed:,} files indexed", f"{chunks_created:,} chunks"]
+    parts += [f"{files_unchanged:,} unchanged"] if files_unchanged else []
+    parts += [f"{files_removed:,} removed"] if files_removed else []
+    parts += [f"{files_skipped:,} skipped", f"{files_failed:,} failed"]
+    return f"complete: {', '.join(parts)} in {seconds:.1f} s{suffix}"
+
+
 async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: str, dimension: int) -> bool:
-    """Finish a live job whose every batch is recorded; returns False if it was not live."""
-    result = await conn.execute(
-        text(
-            "UPDATE indexing_jobs SET status = 'completed', completed_at = now(), updated_at = now(), "
-            "phase = 'complete', progress_percentage = 100, "
-            "progress_message = 'complete: ' || files_indexed || ' files indexed, ' || chunks_created || ' chunks, ' "
-            "|| files_skipped || ' skipped, ' || files_failed || ' failed in ' "
-            "|| round(extract(epoch FROM now() - started_at)::numeric, 1) || ' s' "
-            "WHERE id = :id AND status = ANY(:live) RETURNING repository_id"
-        ),
-        {"id": job_id, "live": list(LIVE_STATUSES)},
-    )
-    row = result.first()
+    """Finish a live job whose every batch is recorded; returns False if it was not live (running or blocked).
+
+    Records ``embedder`` and ``dimension`` on the repository: every chunk it holds now comes from it.
+    """
+    row = (
+        await conn.execute(
+            text(
+                "SELECT repository_id, coalesce(files_total, 0) AS files_total, files_indexed, chunks_created, "
+                "files_unchanged, files_removed, files_skipped, files_failed, "
+                "extract(epoch FROM now() - coalesce(started_at, created_at))::float8 AS seconds "
+                "FROM indexing_jobs WHERE id = :id AND status = ANY(:live) FOR UPDATE"
+            ),
+            {"id": job_id, "live": list(LIVE_STATUSES)},
+        )
+    ).first()
     if row is None:
         return False
+    note = await conn.scalar(
+        text(
+            "SELECT detail->>'message' FROM job_events WHERE job_id = :id AND event = 'embedder_changed' "
+            "ORDER BY at DESC LIMIT 1"
+        ),
+        {"id": job_id},
+    )
+    message = completion_message(
+        files_total=row.files_total,
+        files_indexed=row.files_indexed,
+        chunks_created=row.chunks_created,
+        files_unchanged=row.files_unchanged,
+        files_removed=row.files_removed,
+        files_skipped=row.files_skipped,
+        files_failed=row.files_failed,
+        seconds=max(float(row.seconds or 0.0), 0.0),
+        note=note,
+    )
+    await conn.execute(
+        text(
+            "UPDATE indexing_jobs SET status = 'completed', completed_at = now(), updated_at = now(), "
+            "phase = 'complete', progress_percentage = 100, progress_message = :message WHERE id = :id"
+        ),
+        {"id": job_id, "message": message},
+    )
     await conn.execute(
         text(
             "UPDATE repositories SET last_indexed_at = now(), embedder = :embedder, dimension = :dimension "
@@ -262,7 +321,7 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
         ),
         {"id": row.repository_id, "embedder": embedder, "dimension": dimension},
     )
-    await add_event(conn, job_id, "completed")
+    await add_event(conn, job_id, "completed", {"message": message})
     return True
 
 

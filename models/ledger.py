@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,50 @@ def split_into_batches(files: Sequence[tuple[str, int]], *, max_files: int, max_
     return batches
 
 
+@dataclass(frozen=True, slots=True)
+class IndexDiff:
+    """What a job must do to bring a repository's index in line with the files on disk."""
+
+    changed: list[str]  # new or modified paths, in the order given: these go into batches
+    unchanged: int  # paths whose content hash equals the indexed one: nothing to do
+    removed: list[str]  # indexed paths no longer among the indexable files: their rows go
+
+
+def diff_against_index(on_disk: Mapping[str, str | None], indexed: Mapping[str, str]) -> IndexDiff:
+    """Compare ``path -> sha256`` of the indexable files with ``path -> content_hash`` of the index.
+
+    A hash of None (the file could not be read while planning) counts as changed, so that the
+    chunk stage reads it again and reports why it fails.
+    """
+    changed = [path for path, digest in on_disk.items() if digest is None or indexed.get(path) != digest]
+    removed = [path for path in indexed if path not in on_disk]
+    return IndexDiff(changed, len(on_disk) - len(changed), removed)
+
+
+async def indexed_files(conn: AsyncConnection, repository_id: uuid.UUID) -> dict[str, str]:
+    """``path -> content_hash`` of every file of the repository in the index."""
+    rows = await conn.execute(
+        text("SELECT path, content_hash FROM files WHERE repository_id = :id"), {"id": repository_id}
+    )
+    return {row.path: row.content_hash for row in rows}
+
+
+async def remove_files(conn: AsyncConnection, repository_id: uuid.UUID, paths: Sequence[str] | None) -> int:
+    """Delete files (and, by cascade, their chunks) of the repository; ``None`` deletes them all."""
+    if paths is not None and not paths:
+        return 0
+    result = await conn.execute(
+        text(
+            "DELETE FROM files WHERE repository_id = :id "
+            "AND (CAST(:paths AS text[]) IS NULL OR path = ANY(CAST(:paths AS text[])))"
+        ),
+        {"id": repository_id, "paths": list(paths) if paths is not None else None},
+    )
+    return int(result.rowcount or 0)
+
+
 async def write_plan(conn: AsyncConnection, job_id: uuid.UUID, batches: Sequence[PlannedBatch]) -> None:
+    """Insert the job's batches as ``pending`` ledger rows, numbered from 0."""
     if not batches:
         return
     await conn.execute(

@@ -9,15 +9,97 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "codebase_mcp_log_context", default=None
 )
+
+
+#: ``scheme://user:password@`` in any URL (database, broker, embedder). The password runs to the last
+#: ``@`` before the host, so an unencoded ``@`` inside it is masked too.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\"']*):(?P<secret>[^\s/\"']*)@")
+#: ``password=…`` / ``"password": "…"`` in libpq-style DSNs and dict reprs.
+_KEY_PASSWORD = re.compile(
+    r"(?P<head>(?<!://)\b(?:password|passwd|pwd|secret)[\"']?\s*[=:]\s*[\"']?)(?P<secret>[^\s\"',;&})]+)", re.IGNORECASE
+)
+MASK = "***"
+#: Variables whose URL passwords (or whole value) are masked verbatim wherever they appear.
+SECRET_VARIABLES = (
+    "CODEBASE_MCP_DATABASE_URL",
+    "CODEBASE_MCP_BROKER_URL",
+    "CODEBASE_MCP_OLLAMA_URL",
+    "CODEBASE_MCP_AUTH_TOKEN",
+)
+#: Well-known default passwords are not secrets; masking them verbatim would garble ordinary words.
+_NOT_SECRET = frozenset({"guest", "postgres", "codebase", "password"})
+_known_secrets: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Mask ``value`` (and its percent-decoded form) verbatim in everything :func:`redact` sees."""
+    for form in {value, unquote(value)}:
+        if len(form) >= 4 and form.lower() not in _NOT_SECRET:
+            _known_secrets.add(form)
+
+
+def remember_secrets_from_environment() -> None:
+    """Remember the passwords in the connection URLs and the auth token this process was given."""
+    for name in SECRET_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            continue
+        if name.endswith("_TOKEN"):
+            remember_secret(value)
+            continue
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            continue
+        if password:
+            remember_secret(password)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL password, ``password=`` value and remembered secret replaced by ``***``.
+
+    Used on every log line, on tool error texts and on job error messages, so that database,
+    broker and embedder credentials never leave the process in clear.
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    text = _KEY_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}", text)
+    # Longest first, so a secret containing another is masked whole.
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in a record's message, arguments, exception and stack text before any handler
+    formats it. Installed on the root handler by :func:`configure_logging`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is still logged, as its raw template
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
 
 
 @contextmanager
@@ -42,7 +124,7 @@ class _TextFormatter(logging.Formatter):
         context: dict[str, Any] = getattr(record, "context", {})
         if context:
             line += " " + " ".join(f"{key}={value}" for key, value in context.items())
-        return line
+        return redact(line)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -54,13 +136,15 @@ class _JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **getattr(record, "context", {}),
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        if record.exc_text or record.exc_info:
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        # Context values are the caller's; mask them too (the message was masked by the filter).
+        return redact(json.dumps(entry, default=str))
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     """Install the handler on the root logger; idempotent, so every entry point may call it."""
+    remember_secrets_from_environment()
     root = logging.getLogger()
     # Replace whatever was there (Dramatiq's CLI installs its own) so each event is one line.
     for handler in list(root.handlers):
@@ -68,6 +152,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler._codebase_mcp = True  # type: ignore[attr-defined]
     handler.addFilter(_ContextFilter())
+    handler.addFilter(RedactingFilter())
     if json_lines:
         handler.setFormatter(_JsonFormatter())
     else:

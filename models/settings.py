@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -64,10 +64,21 @@ class Settings(BaseSettings):
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Directories that may be indexed (comma-separated); empty allows any."
     )
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="When set, HTTP requests (except /healthz, /readyz) need 'Authorization: Bearer <token>'.",
+    )
     stale_batch_seconds: float = Field(default=900.0, gt=0, description="A dispatched batch idle this long is redone.")
     job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, description="Port of the HTTP transport.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="stdio transport only: serve Prometheus /metrics on this port (HTTP mode serves it at /metrics).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of METRICS_PORT.")
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 
@@ -76,6 +87,14 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [Path(part.strip()).expanduser() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        # An empty variable (``CODEBASE_MCP_AUTH_TOKEN=``) means "no token", never "the empty token".
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @model_validator(mode="after")

@@ -12,14 +12,18 @@ from typing import Any, TypeVar
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from models.logs import redact
 from models.settings import Settings
+from server.auth import BearerTokenMiddleware
 from server.errors import CallerError
+from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import JobList, JobStatus, SearchResult, StartResult
 from server.service import IndexingService, readiness
 
@@ -31,6 +35,7 @@ INSTRUCTIONS = (
     "(returns at once with a job id), follow it with get_indexing_status, then ask search_code."
 )
 UPKEEP_INTERVAL_SECONDS = 30.0
+HEALTH_DB_TIMEOUT_SECONDS = 2.0
 
 
 async def _upkeep(service: IndexingService) -> None:
@@ -56,11 +61,41 @@ async def running_service(settings: Settings) -> AsyncIterator[IndexingService]:
                 await upkeep
 
 
+@asynccontextmanager
+async def exported_state(service: IndexingService) -> AsyncIterator[StateCollector]:
+    """Register the scrape-time gauges (database, broker) in the default registry while open."""
+    collector = StateCollector(service.engine, service.settings.broker_url)
+    REGISTRY.register(collector)
+    try:
+        yield collector
+    finally:
+        REGISTRY.unregister(collector)
+
+
+@asynccontextmanager
+async def metrics_port(service: IndexingService) -> AsyncIterator[None]:
+    """stdio mode: serve /metrics on METRICS_PORT (a daemon thread) when it is set."""
+    settings = service.settings
+    if settings.metrics_port is None:
+        yield
+        return
+    async with exported_state(service):
+        httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(httpd.shutdown)
+            httpd.server_close()
+
+
 async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except CallerError as error:
-        raise ToolError(str(error)) from None
+        # Anything else stays an UnexpectedToolError: the SDK logs it (masked) and the client sees
+        # only "Error executing tool <name>", so no connection detail leaves the server.
+        raise ToolError(redact(str(error))) from None
 
 
 def build_server(settings: Settings, service: IndexingService | None = None) -> MCPServer[Any]:
@@ -71,10 +106,12 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         if service is not None:
             yield service
             return
-        async with running_service(settings) as opened:
+        async with running_service(settings) as opened, metrics_port(opened):
             yield opened
 
     mcp: MCPServer[Any] = MCPServer("codebase-mcp", instructions=INSTRUCTIONS, lifespan=lifespan)
+    # The tool registry is only reachable through the private manager; it bounds the tool label.
+    mcp.middleware.append(ToolMetrics(lambda: {tool.name for tool in mcp._tool_manager.list_tools()}))
 
     def svc(ctx: Context[Any, Any]) -> IndexingService:
         return ctx.request_context.lifespan_context  # type: ignore[no-any-return]
@@ -91,7 +128,8 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
     @mcp.tool()
     async def get_indexing_status(job_id: str, ctx: Context[Any, Any]) -> JobStatus:
         """Status of one indexing job: state, phase, progress (never decreasing), counters, timestamps, ETA."""
-        return await _call(svc(ctx).status(job_id))
+        with STATUS_QUERY_DURATION.time():
+            return await _call(svc(ctx).status(job_id))
 
     @mcp.tool()
     async def cancel_indexing_background(job_id: str, ctx: Context[Any, Any]) -> JobStatus:
@@ -129,7 +167,25 @@ def build_http_app(settings: Settings) -> Starlette:
     holder: dict[str, Any] = {}
 
     async def healthz(_request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        """Liveness: 200 while the process serves; job figures when the database answers quickly."""
+        body: dict[str, Any] = {"status": "ok", "active_jobs": None, "oldest_running_job_seconds": None}
+        service: IndexingService | None = holder.get("service")
+        if service is not None:
+            try:
+                async with asyncio.timeout(HEALTH_DB_TIMEOUT_SECONDS):
+                    summary = await job_summary(service.engine)
+                body["active_jobs"] = summary.active
+                oldest = summary.oldest_running_seconds
+                body["oldest_running_job_seconds"] = round(oldest, 1) if oldest is not None else None
+            except Exception as error:  # liveness must not fail on a database outage (readyz does)
+                body["database"] = f"unreachable: {type(error).__name__}"
+        return JSONResponse(body)
+
+    async def metrics(_request: Request) -> Response:
+        collector: StateCollector | None = holder.get("collector")
+        if collector is not None:
+            await collector.refresh()
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(_request: Request) -> JSONResponse:
         service: IndexingService | None = holder.get("service")
@@ -140,8 +196,9 @@ def build_http_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with running_service(settings) as service:
+        async with running_service(settings) as service, exported_state(service) as collector:
             holder["service"] = service
+            holder["collector"] = collector
             mcp = holder["mcp"]
             async with mcp.session_manager.run():
                 yield
@@ -155,19 +212,25 @@ def build_http_app(settings: Settings) -> Starlette:
     mcp = build_server(settings, service=_ServiceProxy())  # type: ignore[arg-type]
     holder["mcp"] = mcp
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.http_host)
+    # With a token set, everything but the probes needs it (see server/auth.py).
+    token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/metrics", app=make_asgi_app()),
+            Route("/metrics", metrics),
             Mount("/", app=mcp_app),
         ],
+        middleware=[Middleware(BearerTokenMiddleware, token=token)] if token else [],
         lifespan=lifespan,
     )
 
 
 def serve_http(settings: Settings, host: str, port: int) -> None:
-    uvicorn.run(build_http_app(settings), host=host, port=port, log_level="warning", lifespan="on")
+    if settings.auth_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving HTTP on %s without CODEBASE_MCP_AUTH_TOKEN: anyone who can reach it may use it", host)
+    # log_config=None: uvicorn's loggers propagate to the root handler (one format, credentials masked).
+    uvicorn.run(build_http_app(settings), host=host, port=port, log_level="warning", lifespan="on", log_config=None)
 
 
 def serve_stdio(settings: Settings) -> None:

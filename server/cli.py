@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from pika import exceptions as pika_errors
 from pydantic import BaseModel
 
 from models.logs import configure_logging
@@ -43,26 +47,34 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
 
 
 def _queue_consumers(broker_url: str, queue: str) -> int:
-    import pika
-    from pika.exceptions import ChannelClosedByBroker
+    from server.metrics import queue_stats
 
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        channel = connection.channel()
-        try:
-            return int(channel.queue_declare(queue, passive=True).method.consumer_count)
-        except ChannelClosedByBroker:
-            return 0
-    finally:
-        if connection.is_open:
-            connection.close()
+    return queue_stats(broker_url, [queue]).get(queue, (0, 0))[1]
 
 
 def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
-        env={**os.environ, "dramatiq_queue_prefetch": str(threads)},
+    """Local workers for one ``index`` run; their output goes to a log file, the terminal shows progress."""
+    run_dir = Path(tempfile.mkdtemp(prefix="codebase-mcp-workers-"))
+    log = (run_dir / "workers.log").open("wb")
+    print(
+        f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log.name})", file=sys.stderr
     )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+        env={
+            **os.environ,
+            "dramatiq_queue_prefetch": str(threads),
+            # A fresh metrics directory per run: Dramatiq never empties it, old counters would add in.
+            "dramatiq_prom_db": os.environ.get("dramatiq_prom_db")  # noqa: SIM112 (Dramatiq's name)
+            or str(run_dir / "metrics"),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # Its own session: Ctrl-C in the terminal reaches this command, which then stops them itself.
+        start_new_session=True,
+    )
+    log.close()  # the child has its own descriptor
+    return process
 
 
 def _render_status(status: Any) -> None:
@@ -92,36 +104,114 @@ def _render_search(result: Any) -> None:
 
 
 def _progress_line(status: Any) -> str:
+    """The plain-text progress line (logs, pipes): what the rich bar shows, without redrawing."""
     width = 30
     filled = width * status.progress_percentage // 100
     bar = "#" * filled + "-" * (width - filled)
-    rate = f"{status.files_per_second:.1f} files/s" if status.files_per_second else "-- files/s"
-    eta = f"ETA {status.eta_seconds:.0f}s" if status.eta_seconds is not None else "ETA --"
-    return f"[{bar}] {status.progress_percentage:>3}% {status.phase:<9} {rate}  {eta}"
+    return f"[{bar}] {status.progress_percentage:>3}% {status.phase:<9} {_rate(status)}  ETA {_eta(status)}"
 
 
-async def _follow(service: Any, job_id: str, quiet: bool) -> Any:
-    last = ""
-    while True:
-        status = await service.status(job_id)
-        line = _progress_line(status)
-        if not quiet and line != last:
-            end = "\n" if not sys.stderr.isatty() else "\r"
-            print(line, end=end, file=sys.stderr, flush=True)
-            last = line
-        if status.status in _TERMINAL:
-            if not quiet and sys.stderr.isatty():
-                print(file=sys.stderr)
-            return status
-        await asyncio.sleep(1.0)
+def _rate(status: Any) -> str:
+    return f"{status.files_per_second:.1f} files/s" if status.files_per_second else "-- files/s"
+
+
+def _eta(status: Any) -> str:
+    if status.eta_seconds is None:
+        return "--"
+    minutes, seconds = divmod(int(status.eta_seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def _files(status: Any) -> str:
+    done = status.files_indexed + status.files_failed
+    total = f"{status.files_total:,}" if status.files_total is not None else "?"
+    return f"{done:,}/{total} files"
+
+
+class _Display:
+    """A rich progress bar on a terminal (phase, bar, percent, files, files/s, ETA); plain lines otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.live = self.console.is_terminal and not quiet
+        self._last = ""
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<9}"),
+            BarColumn(bar_width=30),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[files]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._task = self._progress.add_task("job", total=100, phase="queued", files="", rate="", eta="--")
+
+    def __enter__(self) -> _Display:
+        if self.live:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.live:
+            self._progress.stop()
+
+    def update(self, status: Any) -> None:
+        if self.live:
+            self._progress.update(
+                self._task,
+                completed=status.progress_percentage,
+                phase=status.phase,
+                files=_files(status),
+                rate=_rate(status),
+                eta=_eta(status),
+            )
+        elif not self.quiet:
+            line = _progress_line(status)
+            if line != self._last:
+                print(line, file=sys.stderr, flush=True)
+                self._last = line
+
+
+async def _follow(service: Any, job_id: str, quiet: bool) -> Any | None:
+    """Show the job's progress until it ends; None when the user pressed Ctrl-C first.
+
+    SIGINT is taken over while following, so Ctrl-C only stops the watching: the job itself runs
+    on the workers and is not touched (the caller decides whether to cancel it).
+    """
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    try:
+        with _Display(quiet) as display:
+            while True:
+                status = await service.status(job_id)
+                display.update(status)
+                if status.status in _TERMINAL:
+                    return status
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interrupted.wait(), timeout=1.0)
+                if interrupted.is_set():
+                    return None
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     workers: subprocess.Popen[bytes] | None = None
-    if args.workers == "always" or (
-        args.workers == "auto" and _queue_consumers(settings.broker_url, "index.embed") == 0
-    ):
-        print("no workers are attached to RabbitMQ: starting local workers for this run", file=sys.stderr)
+    try:
+        attached = _queue_consumers(settings.broker_url, "index.embed") if args.workers == "auto" else 0
+    except pika_errors.AMQPError as error:
+        print(f"error: RabbitMQ is unreachable ({type(error).__name__}); run codebase-mcp doctor", file=sys.stderr)
+        return 2
+    if args.workers == "always" or (args.workers == "auto" and attached == 0):
         workers = _spawn_workers(args.processes, args.threads)
 
     async def work(service: Any) -> int:
@@ -131,14 +221,25 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         if args.no_wait:
             _emit(started, args.json, lambda r: print(r.job_id))
             return 0
-        try:
-            final = await _follow(service, started.job_id, args.json)
-        except (KeyboardInterrupt, asyncio.CancelledError):
+        final = await _follow(service, started.job_id, args.json)
+        if final is None:
             if args.cancel_on_interrupt:
                 await service.cancel(started.job_id)
-                print(f"\ncancelled job {started.job_id}", file=sys.stderr)
+                print(f"interrupted: cancelled job {started.job_id}", file=sys.stderr)
+            elif workers is not None:
+                print(
+                    f"detached: job {started.job_id} stays running, but the workers this command started stop now;\n"
+                    "  it goes on as soon as workers attach (dramatiq actors) or on the next codebase-mcp index.\n"
+                    f"  follow it:  codebase-mcp status {started.job_id}",
+                    file=sys.stderr,
+                )
             else:
-                print(f"\ndetached; the job goes on: codebase-mcp status {started.job_id}", file=sys.stderr)
+                print(
+                    f"detached: job {started.job_id} goes on in the background.\n"
+                    f"  follow it:  codebase-mcp status {started.job_id}   (or: codebase-mcp jobs)\n"
+                    f"  cancel it:  codebase-mcp cancel {started.job_id}",
+                    file=sys.stderr,
+                )
             return 130
         _emit(final, args.json, _render_status)
         if args.search and final.status == "completed":
@@ -156,6 +257,24 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
                 workers.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 workers.kill()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passes, 1 otherwise; settings errors are reported, not raised."""
+    from pydantic import ValidationError as SettingsError
+
+    from server import doctor
+
+    try:
+        settings: Settings | None = get_settings()
+    except SettingsError as error:
+        settings = None
+        result = doctor.report(None, [], settings_error=str(error))
+    if settings is not None:
+        configure_logging("WARNING", json_lines=settings.log_json)  # only the report on the terminal
+        result = doctor.report(settings, asyncio.run(doctor.run_checks(settings)))
+    print(json.dumps(result, indent=2) if args.json else doctor.render(result))
+    return 0 if result["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     index.add_argument("--threads", type=int, default=4)
     index.add_argument("--json", action="store_true")
 
-    status = commands.add_parser("status", help="show one job")
-    status.add_argument("job_id")
+    status = commands.add_parser("status", help="show one job (default: the newest)")
+    status.add_argument("job_id", nargs="?", default=None)
     status.add_argument("--json", action="store_true")
 
     jobs_cmd = commands.add_parser("jobs", help="list jobs, newest first")
@@ -207,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--limit", type=int, default=10)
     search.add_argument("--json", action="store_true")
 
+    doctor = commands.add_parser("doctor", help="check settings, database, RabbitMQ and embedder; say what to fix")
+    doctor.add_argument("--json", action="store_true")
+
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
@@ -231,7 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
 
         async def show(service: Any) -> int:
-            _emit(await service.status(args.job_id), args.json, _render_status)
+            job_id = args.job_id
+            if job_id is None:
+                newest = await service.list_jobs(limit=1)
+                if not newest.jobs:
+                    print("no jobs yet: start one with `codebase-mcp index PATH`", file=sys.stderr)
+                    return 1
+                job_id = newest.jobs[0].job_id
+            _emit(await service.status(job_id), args.json, _render_status)
             return 0
 
         return _with_service(settings, show)

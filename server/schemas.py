@@ -27,10 +27,19 @@ class JobStatus(BaseModel):
     phase: str = Field(description="queued, scanning, chunking, embedding, writing, complete, failed")
     progress_percentage: int = Field(ge=0, le=100, description="Never decreases")
     progress_message: str
-    files_total: int | None
-    files_indexed: int
+    files_total: int | None = Field(
+        description="Files this job (re)indexes: new and modified ones (all after an embedder change); "
+        "null until the scan ends. The repository's indexable files are files_total + files_unchanged"
+    )
+    files_indexed: int = Field(description="Files (re)indexed by this job so far")
     files_skipped: int
     files_failed: int
+    files_unchanged: int = Field(
+        default=0, description="Files whose content hash matched the index: left as they were, not re-read"
+    )
+    files_removed: int = Field(
+        default=0, description="Files dropped from the index: gone from disk, or now ignored or skipped"
+    )
     chunks_created: int
     batches_total: int | None
     batches_done: int
@@ -68,6 +77,8 @@ class JobStatus(BaseModel):
             files_indexed=row["files_indexed"],
             files_skipped=row["files_skipped"],
             files_failed=row["files_failed"],
+            files_unchanged=row.get("files_unchanged", 0),
+            files_removed=row.get("files_removed", 0),
             chunks_created=row["chunks_created"],
             batches_total=row["batches_total"],
             batches_done=row["batches_done"],

@@ -26,6 +26,7 @@ from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
 from models import jobs
 from models.database import create_engine, resolve_database_url
+from models.logs import redact
 from models.migrate import upgrade_to_head
 from models.settings import Settings
 from models.tables import ACTIVE_STATUSES, JOB_STATUSES
@@ -40,39 +41,133 @@ STALE_PLAN_SECONDS = 30.0
 MAX_LIST_LIMIT = 500
 
 
-def parse_job_id(job_id: str) -> uuid.UUID:
+#: Longest path accepted (PATH_MAX on Linux); longer ones cannot name a directory anyway.
+MAX_PATH_CHARS = 4096
+#: Longest search query, name or filter accepted; a query is embedded whole, so this bounds its cost.
+MAX_QUERY_CHARS = 8000
+MAX_FILTER_CHARS = 1000
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """``repr(value)`` for an error message: at most ``limit`` characters, and always valid UTF-8."""
+    text = repr(value)
+    if len(text) > limit:
+        text = f"{text[: limit - 15]}…({len(text)} chars)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validate_text(name: str, value: object, *, max_chars: int, allow_empty: bool = False) -> str:
+    """``value`` if it is a string PostgreSQL can store and an embedder can take; else a ValidationError."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, not {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise ValidationError(f"{name} must not be empty")
+    if len(value) > max_chars:
+        raise ValidationError(f"{name} is {len(value):,} characters long; at most {max_chars:,} are accepted")
+    if "\x00" in value:
+        raise ValidationError(f"{name} contains a NUL byte")
     try:
-        return uuid.UUID(str(job_id).strip())
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} is not valid Unicode (it contains a lone surrogate)") from None
+    return value
+
+
+def validate_limit(limit: object, maximum: int) -> int:
+    """``limit`` as an int in ``1..maximum``; booleans and other types are refused, not coerced."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError(f"limit must be an integer, not {type(limit).__name__}")
+    if not 1 <= limit <= maximum:
+        raise ValidationError(f"limit must be between 1 and {maximum} (got {shown(limit, 40)})")
+    return limit
+
+
+def parse_job_id(job_id: object) -> uuid.UUID:
+    """A job id in any form :class:`uuid.UUID` reads (hyphens, braces, ``urn:uuid:``, any case)."""
+    try:
+        if not isinstance(job_id, str) or len(job_id) > 100:
+            raise ValueError
+        return uuid.UUID(job_id.strip())
     except ValueError:
         raise ValidationError(
-            f"job_id {job_id!r} is not a valid UUID (expected 36 characters like "
+            f"job_id {shown(job_id, 80)} is not a valid UUID (expected 36 characters like "
             "'123e4567-e89b-12d3-a456-426614174000')"
         ) from None
 
 
-def validate_repo_path(repo_path: str, allowed_roots: list[Path]) -> Path:
-    """Resolve ``repo_path`` and check it is a readable directory inside the allowed roots."""
+def _display_path(path: str) -> str:
+    """A path as shown in an error: valid UTF-8 and at most about 300 characters."""
+    display = path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return display if len(display) <= 300 else display[:280] + f"…({len(display)} chars)"
+
+
+def _resolve(candidate: Path, shown_path: str) -> Path:
+    """``candidate`` with symlinks and ``..`` resolved; a loop or an unusable name is a ValidationError."""
+    try:
+        return candidate.resolve()
+    except RuntimeError:  # Python 3.11 raises this on a symlink loop
+        raise ValidationError(f"repository path {shown_path} cannot be resolved: symlink loop") from None
+    except OSError as error:
+        raise ValidationError(
+            f"repository path {shown_path} cannot be resolved: {error.strerror or type(error).__name__}"
+        ) from None
+
+
+def validate_repo_path(repo_path: object, allowed_roots: list[Path]) -> Path:
+    """Resolve ``repo_path`` and check it is a readable directory inside the allowed roots.
+
+    The path is resolved (symlinks, ``..``) before the roots are checked, so neither a symlink nor
+    ``..`` can lead outside them; the roots are resolved the same way.
+    """
     if not isinstance(repo_path, str) or not repo_path.strip():
         raise ValidationError("repo_path must be a non-empty path to a directory")
-    if "\x00" in repo_path:
-        raise ValidationError("repo_path contains a NUL byte")
-    candidate = Path(repo_path).expanduser()
+    validate_text("repo_path", repo_path, max_chars=MAX_PATH_CHARS)
+    display = _display_path(repo_path)
+    try:
+        candidate = Path(repo_path).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist
+        raise ValidationError(f"repo_path {shown(repo_path)}: cannot expand the home directory") from None
     if not candidate.is_absolute():
-        raise ValidationError(f"repo_path {repo_path!r} must be absolute")
-    resolved = candidate.resolve()
-    # Roots first, so that nothing is revealed about paths outside them.
-    if allowed_roots and not any(resolved.is_relative_to(root.resolve()) for root in allowed_roots):
-        raise ValidationError(
-            f"repository path {resolved} is outside the allowed roots ({', '.join(str(r) for r in allowed_roots)}); "
-            "set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
+        raise ValidationError(f"repo_path {shown(repo_path)} must be absolute")
+    roots = [root.resolve() for root in allowed_roots]
+
+    def outside(path: Path) -> ValidationError:
+        return ValidationError(
+            f"repository path {_display_path(str(path))} is outside the allowed roots "
+            f"({', '.join(str(r) for r in allowed_roots)}); set CODEBASE_MCP_ALLOWED_ROOTS to allow it"
         )
-    if not resolved.exists():
-        raise ValidationError(f"repository path {repo_path} not found")
-    if not resolved.is_dir():
-        raise ValidationError(f"repository path {repo_path} is not a directory")
+
+    try:
+        resolved = _resolve(candidate, display)
+    except ValidationError:
+        # Say nothing about an unresolvable path that is not even lexically inside the roots.
+        lexical = Path(os.path.normpath(candidate))
+        if roots and not any(lexical.is_relative_to(root) for root in roots):
+            raise outside(lexical) from None
+        raise
+    # Roots first, so that nothing is revealed about paths outside them.
+    if roots and not any(resolved.is_relative_to(root) for root in roots):
+        raise outside(resolved)
+    try:
+        exists, is_dir = resolved.exists(), resolved.is_dir()
+    except OSError as error:
+        raise ValidationError(f"repository path {display} cannot be checked: {error.strerror or error}") from None
+    if not exists:
+        raise ValidationError(f"repository path {display} not found")
+    if not is_dir:
+        raise ValidationError(f"repository path {display} is not a directory")
     if not os.access(resolved, os.R_OK | os.X_OK):
-        raise ValidationError(f"repository path {repo_path} is not readable by the server")
+        raise ValidationError(f"repository path {display} is not readable by the server")
     return resolved
+
+
+def normalize_filter_path(repo_path: object) -> str:
+    """A ``repo_path`` filter as stored on jobs (resolved when it can be); never raises but ValidationError."""
+    text = validate_text("repo_path", repo_path, max_chars=MAX_PATH_CHARS)
+    try:
+        return str(Path(text).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return text  # matches nothing stored (stored paths resolve), which is the honest answer
 
 
 class IndexingService:
@@ -105,6 +200,8 @@ class IndexingService:
 
     async def start_indexing(self, repo_path: str, name: str | None = None) -> StartResult:
         resolved = validate_repo_path(repo_path, self.settings.allowed_roots)
+        if name is not None:
+            validate_text("name", name, max_chars=MAX_FILTER_CHARS, allow_empty=True)
         job_name = (name or resolved.name).strip() or resolved.name
         if len(job_name) > 200:
             raise ValidationError("name must be at most 200 characters")
@@ -158,18 +255,18 @@ class IndexingService:
         limit: int = 50,
     ) -> JobList:
         if status is not None and status not in JOB_STATUSES:
-            raise ValidationError(f"status {status!r} is not one of {', '.join(JOB_STATUSES)}")
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise ValidationError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+            raise ValidationError(f"status {shown(status)} is not one of {', '.join(JOB_STATUSES)}")
+        validate_limit(limit, MAX_LIST_LIMIT)
         after = None
         if created_after:
+            validate_text("created_after", created_after, max_chars=100)
             try:
                 after = datetime.fromisoformat(created_after)
             except ValueError:
-                raise ValidationError(f"created_after {created_after!r} is not an ISO-8601 timestamp") from None
+                raise ValidationError(f"created_after {shown(created_after)} is not an ISO-8601 timestamp") from None
             if after.tzinfo is None:
                 after = after.replace(tzinfo=UTC)
-        path = str(Path(repo_path).expanduser().resolve()) if repo_path else None
+        path = normalize_filter_path(repo_path) if repo_path else None
         async with self.engine.connect() as conn:
             rows = await jobs.list_jobs(conn, status=status, repo_path=path, created_after=after, limit=limit)
         now = datetime.now(UTC)
@@ -243,10 +340,11 @@ class IndexingService:
         path_prefix: str | None = None,
         limit: int = 10,
     ) -> SearchResult:
-        if not query or not query.strip():
-            raise ValidationError("query must not be empty")
-        if not 1 <= limit <= MAX_SEARCH_LIMIT:
-            raise ValidationError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}")
+        validate_text("query", query, max_chars=MAX_QUERY_CHARS)
+        for label, value in (("repository", repository), ("language", language), ("path_prefix", path_prefix)):
+            if value is not None:
+                validate_text(label, value, max_chars=MAX_FILTER_CHARS, allow_empty=True)
+        validate_limit(limit, MAX_SEARCH_LIMIT)
         repository_id = None
         async with self.engine.connect() as conn:
             if repository is not None:
@@ -339,7 +437,7 @@ async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
         ready = False
         report["database"] = f"unreachable: {type(error).__name__}"
     broker_error = await asyncio.to_thread(_broker_reachable, service.settings.broker_url)
-    report["broker"] = "ok" if broker_error is None else f"unreachable: {broker_error.split('@')[-1]}"
+    report["broker"] = "ok" if broker_error is None else f"unreachable: {redact(broker_error.split('@')[-1])}"
     ready &= broker_error is None
     if service.settings.embedder == "ollama":
         # A real embedding of one word: a server can list its models yet fail to embed.
@@ -347,7 +445,7 @@ async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
             await probe_dimension(service.settings.ollama_url, service.settings.ollama_model, timeout_seconds=5)
             report["embedder"] = "ok"
         except EmbedderUnavailableError as error:
-            report["embedder"] = f"unreachable: {error}"
+            report["embedder"] = f"unreachable: {redact(str(error))}"
         ready &= report["embedder"] == "ok"
     else:
         report["embedder"] = "ok (bundled model)"

@@ -5,11 +5,29 @@ from __future__ import annotations
 import asyncio
 
 from actors.embedders.base import Embedder, EmbedderUnavailableError, Vectors
-from actors.embedders.local_model import LocalModelEmbedder, bundled_model_dimension
+from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder, bundled_model_dimension
 from actors.embedders.ollama import OllamaEmbedder, probe_dimension
 from models.settings import Settings
 
-__all__ = ["Embedder", "EmbedderUnavailableError", "Vectors", "build_embedder", "configured_dimension"]
+__all__ = [
+    "Embedder",
+    "EmbedderUnavailableError",
+    "Vectors",
+    "build_embedder",
+    "configured_dimension",
+    "configured_name",
+]
+
+
+def configured_name(settings: Settings) -> str:
+    """The ``name`` the configured embedder will have (``local:<model>``, ``ollama:<model>``).
+
+    Costs nothing: no model is loaded and no server is asked, so the planner can compare it with
+    the embedder a repository was indexed with. Must stay equal to ``build_embedder(...).name``.
+    """
+    if settings.embedder == "local":
+        return f"local:{MODEL_NAME}"
+    return f"ollama:{settings.ollama_model}"
 
 
 def configured_dimension(settings: Settings) -> int:

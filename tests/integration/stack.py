@@ -102,7 +102,11 @@ class Stack:
                 "--threads",
                 str(self.worker_threads),
             ],
-            {"dramatiq_queue_prefetch": str(self.worker_threads)},
+            {
+                "dramatiq_queue_prefetch": str(self.worker_threads),
+                # Each stack's exporter on its own port: 9191 is shared by every stack on the machine.
+                "dramatiq_prom_port": self.env.get("dramatiq_prom_port") or str(free_port()),
+            },
         )
 
     def wait_healthy(self, timeout: float = 60.0) -> float:

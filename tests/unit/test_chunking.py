@@ -281,3 +281,11 @@ def test_property_without_blank_lines_every_line_is_covered(lines: list[str], wi
     for chunk in chunks:
         if chunk.symbol is not None:
             assert chunk.symbol in chunk.text
+
+
+# --- headers -------------------------------------------------------------------------------------
+
+
+def test_line_window_headers_name_the_file_and_the_symbol() -> None:
+    chunks = chunk_text("def first():\n    a()\n\nx = 1\n", window=2, overlap=0, max_chars=200, path="pkg/m.py")
+    assert [(c.symbol, c.header) for c in chunks] == [("first", "pkg/m.py · first"), (None, "pkg/m.py")]

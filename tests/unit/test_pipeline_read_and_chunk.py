@@ -42,7 +42,7 @@ def test_text_file_is_hashed_chunked_and_described(tmp_path: Path, settings: Set
     assert item["language"] == "python"
     assert item["size"] == len(raw)
     assert item["lines"] == 2
-    assert item["chunks"] == [[1, 2, "greet", "def greet(name):\n    return 'hi ' + name", "pkg/greet.py greet"]]
+    assert item["chunks"] == [[1, 2, "greet", "def greet(name):\n    return 'hi ' + name", "pkg/greet.py · def greet"]]
 
 
 def test_payload_is_plain_json_data(tmp_path: Path, settings: Settings) -> None:

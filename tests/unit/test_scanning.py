@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.scanning import IGNORED_DIRS, language_of, scan_repository
+from actors.scanning import IGNORED_DIRS, IgnoreRules, language_of, looks_binary, scan_repository
 from tests.unit.helpers import run_with_timeout
 
 
@@ -53,6 +53,62 @@ def test_honours_root_gitignore(repo: Path) -> None:
     _write(repo, "secret_keys.py")
     paths = _paths(repo)
     assert paths == [".gitignore", "app.py", "docs/only_at_root.txt", "keep.log"]
+
+
+def test_nested_gitignore_applies_to_its_own_subtree_only(repo: Path) -> None:
+    _write(repo, "pkg/.gitignore", "*.gen.py\n/local_only.py\ncache/\n")
+    _write(repo, "pkg/a.py")
+    _write(repo, "pkg/a.gen.py")
+    _write(repo, "pkg/deep/b.gen.py")
+    _write(repo, "pkg/local_only.py")
+    _write(repo, "pkg/deep/local_only.py")  # anchored to pkg/: only pkg/local_only.py is ignored
+    _write(repo, "pkg/cache/c.py")
+    _write(repo, "other/a.gen.py")  # outside pkg/: the pattern does not reach it
+    _write(repo, "local_only.py")
+    assert _paths(repo) == [
+        "local_only.py",
+        "other/a.gen.py",
+        "pkg/.gitignore",
+        "pkg/a.py",
+        "pkg/deep/local_only.py",
+    ]
+
+
+def test_deeper_gitignore_overrides_the_root_one(repo: Path) -> None:
+    _write(repo, ".gitignore", "*.log\n")
+    _write(repo, "logs/.gitignore", "!important.log\n")
+    _write(repo, "logs/important.log")
+    _write(repo, "logs/noise.log")
+    _write(repo, "important.log")
+    _write(repo, "sub/.gitignore", "keep.py\n")
+    _write(repo, "sub/keep.py")
+    _write(repo, "keep.py")
+    assert _paths(repo) == [".gitignore", "keep.py", "logs/.gitignore", "logs/important.log", "sub/.gitignore"]
+
+
+def test_gitignore_inside_an_ignored_directory_cannot_re_include(repo: Path) -> None:
+    _write(repo, ".gitignore", "generated/\n")
+    _write(repo, "generated/.gitignore", "!*\n")
+    _write(repo, "generated/out.py")
+    _write(repo, "src/generated/.gitignore", "!keep.py\n")
+    _write(repo, "src/generated/keep.py")
+    _write(repo, "src/app.py")
+    assert _paths(repo) == [".gitignore", "src/app.py"]
+
+
+def test_ignore_rules_check_every_parent_directory(repo: Path) -> None:
+    _write(repo, ".gitignore", "secret/\n")
+    _write(repo, "pkg/.gitignore", "*.tmp\n")
+    rules = IgnoreRules(repo)
+    assert rules.ignored("secret/key.py")
+    assert rules.ignored("a/secret/deeper/key.py")
+    assert rules.ignored("pkg/x.tmp")
+    assert rules.ignored("pkg/sub/x.tmp")
+    assert rules.ignored("node_modules/lib/index.js")
+    assert rules.ignored("web/node_modules", is_dir=True)
+    assert not rules.ignored("x.tmp")
+    assert not rules.ignored("pkg/x.py")
+    assert not rules.ignored("secretive/key.py")
 
 
 def test_works_without_a_gitignore(repo: Path) -> None:
@@ -137,6 +193,31 @@ def test_symlinked_file_inside_the_root_is_kept(repo: Path) -> None:
     assert result.skipped == {}
 
 
+def test_symlinked_file_pointing_at_an_ignored_file_is_skipped(repo: Path) -> None:
+    _write(repo, ".gitignore", "*.secret\nprivate/\n")
+    _write(repo, "config.secret", "PASSWORD = 'x'\n")
+    _write(repo, "private/keys.py", "KEY = 'x'\n")
+    _write(repo, "node_modules/dep/index.js", "module.exports = 1\n")
+    _write(repo, "pkg/.gitignore", "local.py\n")
+    _write(repo, "pkg/local.py", "LOCAL = 1\n")
+    _write(repo, "app.py")
+    os.symlink("config.secret", repo / "config.py")
+    os.symlink("private/keys.py", repo / "keys.py")
+    os.symlink("node_modules/dep/index.js", repo / "dep.js")
+    os.symlink("pkg/local.py", repo / "local_alias.py")
+    result = scan_repository(repo, max_file_bytes=1_000_000)
+    assert [f.path for f in result.files] == [".gitignore", "app.py", "pkg/.gitignore"]
+    assert result.skipped == {"symlink to ignored file": 4}
+
+
+def test_symlinked_file_pointing_at_a_binary_extension_is_skipped(repo: Path) -> None:
+    _write(repo, "logo.png", b"\x89PNG\r\n")
+    os.symlink("logo.png", repo / "logo.txt")
+    result = scan_repository(repo, max_file_bytes=1_000_000)
+    assert result.files == []
+    assert result.skipped == {"binary": 1, "symlink to ignored file": 1}
+
+
 def test_broken_symlink_is_not_listed(repo: Path) -> None:
     os.symlink("missing.py", repo / "dangling.py")
     _write(repo, "ok.py")
@@ -169,6 +250,14 @@ def test_progress_is_reported_every_n_files(repo: Path) -> None:
     result = scan_repository(repo, max_file_bytes=1_000_000, progress_every=10, on_progress=seen.append)
     assert len(result.files) == 25
     assert seen == [10, 20]
+
+
+@pytest.mark.parametrize(
+    ("head", "binary"),
+    [(b"", False), (b"print('hi')\n", False), (b"\x89PNG\r\n\x1a\n\x00\x00", True), (b"a" * 9000 + b"\x00", False)],
+)
+def test_looks_binary_searches_the_first_8_kib_for_a_nul(head: bytes, binary: bool) -> None:
+    assert looks_binary(head) is binary
 
 
 @pytest.mark.parametrize(

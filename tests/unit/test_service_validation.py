@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -131,3 +132,79 @@ def test_malformed_job_ids_are_validation_errors(bad: str) -> None:
         parse_job_id(bad)
     assert "validation" in str(raised.value)
     assert "UUID" in str(raised.value)
+
+
+def test_symlink_loop_is_a_validation_error(tree: Path) -> None:
+    os.symlink(tree / "allowed" / "loop-b", tree / "allowed" / "loop-a")
+    os.symlink(tree / "allowed" / "loop-a", tree / "allowed" / "loop-b")
+    message = _error(str(tree / "allowed" / "loop-a"))
+    assert message.startswith("validation error: repository path ")
+    assert "symlink loop" in message
+
+
+def test_overlong_component_is_a_validation_error(tree: Path) -> None:
+    message = _error(str(tree / ("a" * 300)))
+    assert message.startswith("validation error: repository path ")
+    assert "cannot be" in message
+    assert len(message) < 500
+
+
+def test_overlong_path_is_refused_before_touching_the_filesystem() -> None:
+    message = _error("/" + "a/" * 3000)
+    assert "at most 4,096" in message
+
+
+def test_lone_surrogate_is_a_validation_error() -> None:
+    assert "not valid Unicode" in _error("/tmp/\udc80repo")
+
+
+def test_unknown_user_home_is_a_validation_error() -> None:
+    assert "home directory" in _error("~no-such-user-cbm/repo")
+
+
+def test_unreadable_directory_is_refused(tmp_path: Path) -> None:
+    """chmod 000 stops everybody but root (CAP_DAC_OVERRIDE); as root, the check runs in a child
+    process stripped of the capabilities that bypass permissions, like an unprivileged server."""
+    import shutil
+    import subprocess
+    import sys
+
+    base = Path(tempfile.mkdtemp(prefix="cbm-unreadable-"))  # /tmp, reachable without privileges
+    locked = base / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        if os.geteuid() != 0:
+            message = _error(str(locked))
+        else:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: cannot drop CAP_DAC_OVERRIDE to test this")
+            caps = "-dac_override,-dac_read_search"
+            code = (
+                "import sys; from server.service import validate_repo_path; from server.errors import ValidationError\n"
+                "try: validate_repo_path(sys.argv[1], [])\n"
+                "except ValidationError as error: print(error)\n"
+                "else: print('ACCEPTED')\n"
+            )
+            done = subprocess.run(
+                ["setpriv", "--bounding-set", caps, "--inh-caps", caps, sys.executable, "-c", code, str(locked)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            )
+            assert done.returncode == 0, done.stderr
+            message = done.stdout.strip()
+        assert message == f"validation error: repository path {locked} is not readable by the server"
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_unresolvable_path_outside_the_roots_reveals_nothing(tree: Path) -> None:
+    os.symlink(tree / "outside" / "loop-b", tree / "outside" / "loop-a")
+    os.symlink(tree / "outside" / "loop-a", tree / "outside" / "loop-b")
+    message = _error(str(tree / "outside" / "loop-a"), [tree / "allowed"])
+    assert "outside the allowed roots" in message
+    assert "loop" not in message.split(" is outside")[1]
+    assert "outside the allowed roots" in _error(str(tree / "outside" / ("n" * 300)), [tree / "allowed"])
