@@ -346,7 +346,7 @@ async def block_job(conn: AsyncConnection, job_id: uuid.UUID, *, backend: str, e
             ),
             {"id": job_id, "message": waiting_message(backend)},
         )
-        await add_event(conn, job_id, "blocked", {"backend": backend, "error": error})
+        await add_event(conn, job_id, "blocked", {"backend": backend, "error": redact(error)})
         return 0.0
     return await blocked_seconds(conn, job_id)
 

@@ -113,6 +113,8 @@ def stack(
         "CODEBASE_MCP_AUTH_TOKEN": secret_values.token,
         "CODEBASE_MCP_LOG_LEVEL": "DEBUG",
         "CODEBASE_MCP_EMBED_MAX_ATTEMPTS": "2",
+        # The failing-embedder job waits (blocked) this long before it fails.
+        "CODEBASE_MCP_BLOCKED_TIMEOUT_SECONDS": "10",
     }
     log_dir = Path(tempfile.mkdtemp(prefix="cbm-security-logs-"))
     running = Stack(env=env, log_dir=log_dir, worker_processes=1, worker_threads=2)
