@@ -127,7 +127,9 @@ def build_corpus(repo: Path, max_modules: int) -> list[Query]:
         for path in stdlib.rglob("*.py")
         if not SKIPPED_DIRS & set(path.relative_to(stdlib).parts[:-1])
         and not path.name.startswith(("test_", "_pydecimal", "_pydatetime"))
-    )[:max_modules]
+    )
+    if max_modules < len(modules):
+        modules = sorted(random.Random(5).sample(modules, max_modules))
     by_text: dict[str, list[Query]] = {}
     for module in modules:
         relative = str(module.relative_to(stdlib))
@@ -168,7 +170,51 @@ def summarise(ranks: list[int | None], latencies: list[float]) -> dict[str, floa
     }
 
 
-async def index_and_search(repo: Path, queries: list[Query], settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Located:
+    file_path: str
+    start_line: int
+    end_line: int
+
+
+def fuse(vector: list[_Located], text: list[_Located], *, k: float, text_weight: float, depth: int) -> list[_Located]:
+    """Reciprocal rank fusion in Python, as ``server.search`` does it in SQL (for the tuning grid)."""
+    scores: dict[tuple[str, int], float] = {}
+    chunks: dict[tuple[str, int], _Located] = {}
+    for weight, hits in ((1.0, vector[:depth]), (text_weight, text[:depth])):
+        for rank, hit in enumerate(hits, 1):
+            key = (hit.file_path, hit.start_line)
+            chunks[key] = hit
+            scores[key] = scores.get(key, 0.0) + weight / (k + rank)
+    best = sorted(scores, key=lambda key: -scores[key])[:TOP_K]
+    return [chunks[key] for key in best]
+
+
+async def tuning_grid(service: Any, repo: Path, queries: list[Query]) -> list[dict[str, Any]]:
+    """Recall and MRR of fusion variants, from each method's top 100 (what was tuned, and how much it mattered)."""
+    lists: list[tuple[list[_Located], list[_Located]]] = []
+    for query in queries:
+        pair = []
+        for mode in ("vector", "text"):
+            result = await service.search(query.text, repository=str(repo), limit=100, mode=mode)
+            pair.append([_Located(h.file_path, h.start_line, h.end_line) for h in result.results])
+        lists.append((pair[0], pair[1]))
+    grid = []
+    for k in (5, 20, 60, 120):
+        for text_weight in (0.5, 0.75, 1.0, 1.5):
+            for depth in (20, 50, 100):
+                ranks = [
+                    rank_of_hit(query, fuse(v, t, k=k, text_weight=text_weight, depth=depth))
+                    for query, (v, t) in zip(queries, lists, strict=True)
+                ]
+                row = summarise(ranks, [0.0])
+                del row["latency_ms_p50"]
+                grid.append({"k": k, "text_weight": text_weight, "depth": depth, **row})
+    grid.sort(key=lambda row: (-row["recall_at_10"], -row["mrr_at_10"]))
+    return grid
+
+
+async def index_and_search(repo: Path, queries: list[Query], settings: Settings, tune: bool) -> dict[str, Any]:
     # Imported only now: the broker is built from the environment when ``actors`` is first imported.
     from server.service import IndexingService
 
@@ -202,18 +248,34 @@ async def index_and_search(repo: Path, queries: list[Query], settings: Settings)
             "only_text": sum(1 for v, t in zip(ranks["vector"], ranks["text"], strict=True) if t and not v),
             "both": sum(1 for v, t in zip(ranks["vector"], ranks["text"], strict=True) if v and t),
         }
-        return {"index": indexed, "modes": per_mode, "top10_found_by": found_by}
+        measured: dict[str, Any] = {"index": indexed, "modes": per_mode, "top10_found_by": found_by}
+        if tune:
+            grid = await tuning_grid(service, repo, queries)
+            for row in grid[:8]:
+                print(f"  tuning: {row}", flush=True)
+            measured["tuning_grid"] = grid
+        return measured
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--modules", type=int, default=400, help="at most this many standard-library modules")
-    parser.add_argument("--queries", type=int, default=600, help="sample this many queries (seeded)")
+    parser.add_argument(
+        "--modules", type=int, default=120, help="sample this many standard-library modules (seeded; 374 is all)"
+    )
+    parser.add_argument("--queries", type=int, default=400, help="sample this many queries (seeded)")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tune", action="store_true", help="also score a grid of fusion settings (k, weight, depth)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
     args = parser.parse_args()
 
+    # A SIGTERM (or a SIGINT to a background run, which ignores it) must still stop the workers and the database.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
     work = Path(tempfile.mkdtemp(prefix="cbm-retrieval-"))
     repo = work / "stdlib"
     queries = build_corpus(repo, args.modules)
@@ -259,7 +321,7 @@ def main() -> int:
             stderr=subprocess.STDOUT,
         )
         begin = time.perf_counter()
-        measured = asyncio.run(index_and_search(repo, queries, settings))
+        measured = asyncio.run(index_and_search(repo, queries, settings, args.tune))
         result = {
             "corpus": {
                 "python": sys.version.split()[0],
