@@ -24,15 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 SearchMode = Literal["hybrid", "vector", "text"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "vector", "text")
 
-#: Reciprocal-rank-fusion constant: score = Σ 1 / (RRF_K + rank). 60 is the value of the original
-#: RRF paper and of pgvector's hybrid-search example; it keeps one retriever's top hit from
-#: drowning a chunk that both retrievers rank well.
-RRF_K = 60
+#: Reciprocal-rank-fusion constant: score = Σ 1 / (RRF_K + rank). The RRF paper's 60 flattens the
+#: ranks; with two retrievers whose first hits are right about a third of the time, a smaller
+#: constant that trusts the top ranks more did better on bench/retrieval.py (recall@10 0.7375 at 60,
+#: 0.75 at 20, 0.765 at 5; see docs/benchmarks.md).
+RRF_K = 10
 #: Candidates each retriever contributes to the fusion, as a multiple of ``limit`` (at least
 #: ``MIN_CANDIDATES``): a chunk ranked 30th by one method and 3rd by the other must be seen by both.
 CANDIDATE_FACTOR = 5
 MIN_CANDIDATES = 50
-#: Fusion weights of the two retrievers (tuned on bench/retrieval.py; see docs/benchmarks.md).
+#: Fusion weights of the two retrievers: equal weights were best on bench/retrieval.py (0.5..1.5 tried).
 VECTOR_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
 #: Upper bound of the terms put in one text query: a pasted page of code must not become a
