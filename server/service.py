@@ -61,7 +61,6 @@ LANGUAGE_ALIASES = {ext.removeprefix("."): name for ext, name in LANGUAGES.items
     "ts": "typescript",
     "c++": "cpp",
     "c#": "csharp",
-    "shell": "shell",
 }
 #: A running job still unplanned this long lost its plan message (crash between commit and publish).
 STALE_PLAN_SECONDS = 30.0
