@@ -24,7 +24,7 @@ from models.settings import Settings
 from server.auth import BearerTokenMiddleware
 from server.errors import CallerError
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
-from server.schemas import JobList, JobStatus, SearchResult, StartResult
+from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
 from server.service import IndexingService, readiness
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 INSTRUCTIONS = (
     "Semantic code search over local repositories. Index a repository with start_indexing_background "
-    "(returns at once with a job id), follow it with get_indexing_status, then ask search_code."
+    "(returns at once with a job id), follow it with get_indexing_status, then ask search_code. "
+    "list_repositories shows what is indexed."
 )
 UPKEEP_INTERVAL_SECONDS = 30.0
 HEALTH_DB_TIMEOUT_SECONDS = 2.0
@@ -155,9 +156,31 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         language: str | None = None,
         path_prefix: str | None = None,
         limit: int = 10,
+        mode: str = "hybrid",
     ) -> SearchResult:
-        """Semantic search over indexed code; filter by repository (name or path), language and path prefix."""
-        return await _call(svc(ctx).search(query, repository, language, path_prefix, limit))
+        """Search indexed code by meaning and by words; best chunks first.
+
+        query: a question or description ("where are retries scheduled") or identifiers
+        ("getUserName", "user name" finds it too). repository: name or absolute path (see
+        list_repositories). language: e.g. python, typescript, go. path_prefix: relative to the
+        repository root, e.g. "src/api/". limit: 1..100. mode: hybrid (default: semantic and
+        full-text results fused by reciprocal rank), vector (semantic only) or text (words only).
+        Each hit has the file path, line range, symbol, snippet, score and its rank in each method.
+        """
+        return await _call(svc(ctx).search(query, repository, language, path_prefix, limit, mode))
+
+    @mcp.tool()
+    async def list_repositories(ctx: Context[Any, Any]) -> RepositoryList:
+        """Indexed repositories: name, path, file and chunk counts, languages, last indexed, embedder, active job."""
+        return await _call(svc(ctx).list_repositories())
+
+    @mcp.tool()
+    async def delete_repository(repository: str, ctx: Context[Any, Any]) -> DeletedRepository:
+        """Remove a repository's index (files, chunks, finished jobs) by name or path; the files on disk stay.
+
+        Refused while a job on it is pending, running or blocked: cancel it first.
+        """
+        return await _call(svc(ctx).delete_repository(repository))
 
     return mcp
 

@@ -93,14 +93,62 @@ def _render_status(status: Any) -> None:
         print(f"  error: {status.error_message}")
 
 
+#: Pygments lexer names where ours differ.
+_LEXERS = {"objc": "objective-c", "shell": "bash", "dockerfile": "docker", "gradle": "groovy", "svelte": "html"}
+
+
 def _render_search(result: Any) -> None:
+    """Hits with their location and ranks, and the snippet syntax-highlighted in its language."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    console = Console(highlight=False)
     if result.message:
-        print(result.message)
+        console.print(result.message, style="yellow")
     for rank, hit in enumerate(result.results, 1):
         symbol = f"  [{hit.symbol}]" if hit.symbol else ""
-        print(f"{rank:>2}. {hit.score:.3f}  {hit.repository}:{hit.file_path}:{hit.start_line}-{hit.end_line}{symbol}")
-        for line in hit.snippet.splitlines()[:6]:
-            print(f"      {line}")
+        ranks = ", ".join(
+            f"{name} #{value}"
+            for name, value in (("vector", hit.vector_rank), ("text", hit.text_rank))
+            if value is not None
+        )
+        console.print(
+            f"[bold]{rank:>2}.[/bold] [cyan]{hit.repository}[/cyan]:[green]{hit.file_path}[/green]"
+            f":{hit.start_line}-{hit.end_line}{symbol}  [dim]{hit.language}  score {hit.score:.4f}"
+            f"{'  (' + ranks + ')' if ranks else ''}[/dim]",
+            markup=True,
+        )
+        console.print(
+            Syntax(
+                hit.snippet,
+                _LEXERS.get(hit.language, hit.language),
+                line_numbers=True,
+                start_line=hit.start_line,
+                word_wrap=True,
+            )
+        )
+
+
+def _render_repositories(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not result.repositories:
+        print("nothing is indexed yet: codebase-mcp index PATH")
+        return
+    table = Table("name", "path", "files", "chunks", "languages", "last indexed", "embedder", "active job")
+    for repo in result.repositories:
+        table.add_row(
+            repo.name,
+            repo.path,
+            str(repo.files),
+            str(repo.chunks),
+            ", ".join(repo.languages),
+            repo.last_indexed_at or "never",
+            f"{repo.embedder} ({repo.dimension})" if repo.embedder else "-",
+            f"{repo.active_job_status} {repo.active_job_id}" if repo.active_job_id else "-",
+        )
+    Console().print(table)
 
 
 def _progress_line(status: Any) -> str:
@@ -318,16 +366,24 @@ def main(argv: list[str] | None = None) -> int:
     cancel.add_argument("job_id")
     cancel.add_argument("--json", action="store_true")
 
-    search = commands.add_parser("search", help="search indexed code")
+    search = commands.add_parser("search", help="search indexed code (hybrid: semantic + full text)")
     search.add_argument("query")
-    search.add_argument("--repository", default=None)
+    search.add_argument("--repository", default=None, help="repository name or path")
     search.add_argument("--language", default=None)
-    search.add_argument("--path-prefix", default=None)
+    search.add_argument("--path-prefix", default=None, help="relative to the repository root, e.g. src/api/")
     search.add_argument("--limit", type=int, default=10)
+    search.add_argument("--mode", choices=["hybrid", "vector", "text"], default="hybrid")
     search.add_argument("--json", action="store_true")
 
     doctor = commands.add_parser("doctor", help="check settings, database, RabbitMQ and embedder; say what to fix")
     doctor.add_argument("--json", action="store_true")
+
+    repos = commands.add_parser("repos", help="list indexed repositories")
+    repos.add_argument("--json", action="store_true")
+
+    delete_repo = commands.add_parser("delete-repo", help="remove a repository's index (not its files)")
+    delete_repo.add_argument("repository", help="repository name or path")
+    delete_repo.add_argument("--json", action="store_true")
 
     args = parser.parse_args(argv)
     if args.command == "doctor":
@@ -388,11 +444,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "search":
 
         async def do_search(service: Any) -> int:
-            result = await service.search(args.query, args.repository, args.language, args.path_prefix, args.limit)
+            result = await service.search(
+                args.query, args.repository, args.language, args.path_prefix, args.limit, args.mode
+            )
             _emit(result, args.json, _render_search)
             return 0
 
         return _with_service(settings, do_search)
+    if args.command == "repos":
+
+        async def do_repos(service: Any) -> int:
+            _emit(await service.list_repositories(), args.json, _render_repositories)
+            return 0
+
+        return _with_service(settings, do_repos)
+    if args.command == "delete-repo":
+
+        async def do_delete(service: Any) -> int:
+            deleted = await service.delete_repository(args.repository)
+            _emit(
+                deleted,
+                args.json,
+                lambda d: print(
+                    f"deleted {d.name} ({d.path}): {d.files_deleted} files, {d.chunks_deleted} chunks, "
+                    f"{d.jobs_deleted} jobs"
+                ),
+            )
+            return 0
+
+        return _with_service(settings, do_delete)
     parser.error(f"unknown command {args.command}")
     return 2
 

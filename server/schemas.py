@@ -99,18 +99,50 @@ class JobList(BaseModel):
 
 
 class SearchHit(BaseModel):
-    repository: str
-    repository_path: str
-    file_path: str
-    start_line: int
-    end_line: int
+    repository: str = Field(description="Repository name")
+    repository_path: str = Field(description="Absolute path of the repository")
+    file_path: str = Field(description="Path of the file, relative to the repository")
+    start_line: int = Field(description="First line of the chunk (1-based, inclusive)")
+    end_line: int = Field(description="Last line of the chunk (inclusive)")
     language: str
-    symbol: str | None
-    snippet: str
-    score: float = Field(description="Cosine similarity, higher is closer")
+    symbol: str | None = Field(description="First function or class defined in the chunk, where known")
+    snippet: str = Field(description="The chunk's text")
+    score: float = Field(
+        description="Higher is better. hybrid: reciprocal-rank-fusion score; vector: cosine similarity; "
+        "text: PostgreSQL ts_rank"
+    )
+    vector_rank: int | None = Field(description="Rank among the semantic (embedding) candidates; null if not one")
+    text_rank: int | None = Field(description="Rank among the full-text candidates; null if not one")
 
 
 class SearchResult(BaseModel):
     query: str
+    mode: str = Field(description="hybrid (default), vector or text")
     results: list[SearchHit]
-    message: str | None = None
+    message: str | None = Field(default=None, description="Why the results are empty, or what to do next")
+
+
+class Repository(BaseModel):
+    name: str
+    path: str
+    files: int = Field(description="Files in the index")
+    chunks: int = Field(description="Chunks in the index")
+    languages: list[str] = Field(description="Languages of the indexed files")
+    created_at: str
+    last_indexed_at: str | None = Field(description="End of the last completed indexing job")
+    embedder: str | None = Field(description="Embedder of the last completed job (e.g. local:all-MiniLM-L6-v2)")
+    dimension: int | None = Field(description="Embedding dimension of the last completed job")
+    active_job_id: str | None = Field(description="A pending, running or blocked job on the repository")
+    active_job_status: str | None
+
+
+class RepositoryList(BaseModel):
+    repositories: list[Repository]
+
+
+class DeletedRepository(BaseModel):
+    name: str
+    path: str
+    files_deleted: int
+    chunks_deleted: int
+    jobs_deleted: int = Field(description="Finished jobs of the repository, removed with it")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,25 +18,50 @@ from pathlib import Path
 import pika
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import actors.broker  # noqa: F401  (sets the process's broker, which publishing uses)
 from actors.dispatch import dispatch_window, promote_and_plan, publish, redispatch_stale, start_planning
 from actors.embedders import Embedder, EmbedderUnavailableError, build_embedder, configured_dimension_async
 from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
-from models import jobs
+from actors.scanning import LANGUAGES
+from models import jobs, repositories
 from models.database import create_engine, resolve_database_url
 from models.logs import redact
 from models.migrate import upgrade_to_head
 from models.settings import Settings
 from models.tables import ACTIVE_STATUSES, JOB_STATUSES
 from server.errors import InvalidStateError, NotFoundError, ValidationError
-from server.schemas import JobList, JobStatus, SearchHit, SearchResult, StartResult
+from server.schemas import (
+    DeletedRepository,
+    JobList,
+    JobStatus,
+    Repository,
+    RepositoryList,
+    SearchHit,
+    SearchResult,
+    StartResult,
+    iso,
+)
+from server.search import SEARCH_MODES, Filters, SearchMode, run_search
 
 logger = logging.getLogger(__name__)
 
 MAX_SEARCH_LIMIT = 100
+EMPTY_INDEX_MESSAGE = (
+    "nothing is indexed yet: index a repository with start_indexing_background(repo_path) "
+    "(CLI: codebase-mcp index PATH), follow it with get_indexing_status, then search again"
+)
+#: Language names the scanner assigns, and what people also call them ("py", "ts", "golang").
+KNOWN_LANGUAGES = frozenset(LANGUAGES.values()) | {"dockerfile", "make", "cmake", "text"}
+LANGUAGE_ALIASES = {ext.removeprefix("."): name for ext, name in LANGUAGES.items()} | {
+    "golang": "go",
+    "js": "javascript",
+    "ts": "typescript",
+    "c++": "cpp",
+    "c#": "csharp",
+}
 #: A running job still unplanned this long lost its plan message (crash between commit and publish).
 STALE_PLAN_SECONDS = 30.0
 MAX_LIST_LIMIT = 500
@@ -339,70 +365,182 @@ class IndexingService:
         language: str | None = None,
         path_prefix: str | None = None,
         limit: int = 10,
+        mode: str = "hybrid",
     ) -> SearchResult:
+        """Hybrid (semantic + full-text) search over indexed chunks; see :mod:`server.search`.
+
+        Raises:
+            ValidationError: empty query, limit outside 1..100, unknown mode or language, bad path prefix.
+            NotFoundError: ``repository`` names no indexed repository (the message lists the known ones).
+        """
         validate_text("query", query, max_chars=MAX_QUERY_CHARS)
         for label, value in (("repository", repository), ("language", language), ("path_prefix", path_prefix)):
             if value is not None:
                 validate_text(label, value, max_chars=MAX_FILTER_CHARS, allow_empty=True)
         validate_limit(limit, MAX_SEARCH_LIMIT)
-        repository_id = None
+        if mode not in SEARCH_MODES:
+            raise ValidationError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        search_mode: SearchMode = mode  # type: ignore[assignment]
+        prefix = normalize_path_prefix(path_prefix)
         async with self.engine.connect() as conn:
+            if not await conn.scalar(text("SELECT EXISTS (SELECT 1 FROM chunks)")):
+                return SearchResult(query=query, mode=mode, results=[], message=EMPTY_INDEX_MESSAGE)
+            repository_ids = None
             if repository is not None:
-                repo = (
-                    await conn.execute(
-                        text("SELECT id FROM repositories WHERE name = :r OR path = :r ORDER BY path LIMIT 1"),
-                        {"r": repository},
-                    )
-                ).first()
-                if repo is None:
-                    raise NotFoundError(
-                        f"repository {repository!r} not found; index it first (list_indexing_jobs shows jobs)"
-                    )
-                repository_id = repo.id
-            has_chunks = await conn.scalar(text("SELECT EXISTS (SELECT 1 FROM chunks)"))
-        if not has_chunks:
-            return SearchResult(query=query, results=[], message="the index is empty: index a repository first")
-        vector = (await (await self.embedder()).embed([query]))[0]
+                repository_ids = [row.id for row in await self._find_repositories(conn, repository)]
+            language_name, note = await self._check_language(conn, language, repository_ids)
+        if note is not None:
+            return SearchResult(query=query, mode=mode, results=[], message=note)
+        vector = None
+        if search_mode != "text":
+            vector = (await (await self.embedder()).embed([query]))[0]
+        filters = Filters(repository_ids=repository_ids, language=language_name, path_prefix=prefix)
         async with self.engine.begin() as conn:
-            await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            await conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(40, 2 * limit))})
-            rows = await conn.execute(
-                text(
-                    "WITH nearest AS MATERIALIZED ("
-                    " SELECT c.id, c.file_id, c.start_line, c.end_line, c.language, c.symbol, c.content,"
-                    " c.embedding <=> :vector AS distance FROM chunks c"
-                    " JOIN files f ON f.id = c.file_id"
-                    " WHERE (CAST(:repository_id AS uuid) IS NULL OR c.repository_id = :repository_id)"
-                    " AND (CAST(:language AS text) IS NULL OR c.language = :language)"
-                    " AND (CAST(:prefix AS text) IS NULL OR starts_with(f.path, :prefix))"
-                    " ORDER BY distance LIMIT :limit)"
-                    " SELECT n.*, f.path, r.name AS repository, r.path AS repository_path FROM nearest n"
-                    " JOIN files f ON f.id = n.file_id JOIN repositories r ON r.id = f.repository_id"
-                    " ORDER BY n.distance + 0"
-                ),
-                {
-                    "vector": vector,
-                    "repository_id": repository_id,
-                    "language": language,
-                    "prefix": path_prefix,
-                    "limit": limit,
-                },
-            )
-            hits = [
+            hits = await run_search(conn, query=query, vector=vector, filters=filters, limit=limit, mode=search_mode)
+        message = None
+        if not hits:
+            message = "no chunk matches the query and filters"
+            if search_mode == "text":
+                message += " (text mode needs at least one of the words in the code; try mode 'hybrid')"
+        return SearchResult(
+            query=query,
+            mode=mode,
+            results=[
                 SearchHit(
-                    repository=row.repository,
-                    repository_path=row.repository_path,
-                    file_path=row.path,
-                    start_line=row.start_line,
-                    end_line=row.end_line,
-                    language=row.language,
-                    symbol=row.symbol,
-                    snippet=row.content[:1200],
-                    score=round(1.0 - float(row.distance), 4),
+                    repository=hit.repository,
+                    repository_path=hit.repository_path,
+                    file_path=hit.file_path,
+                    start_line=hit.start_line,
+                    end_line=hit.end_line,
+                    language=hit.language,
+                    symbol=hit.symbol,
+                    snippet=hit.content,
+                    score=round(hit.score, 6),
+                    vector_rank=hit.vector_rank,
+                    text_rank=hit.text_rank,
                 )
-                for row in rows
-            ]
-        return SearchResult(query=query, results=hits)
+                for hit in hits
+            ],
+            message=message,
+        )
+
+    async def _find_repositories(self, conn: AsyncConnection, reference: str) -> list[repositories.RepositoryRow]:
+        if not isinstance(reference, str) or not reference.strip():
+            raise ValidationError("repository must be a repository name or path (list_repositories shows them)")
+        reference = reference.strip()
+        resolved = None
+        expanded = Path(reference).expanduser()
+        if expanded.is_absolute():
+            resolved = str(expanded.resolve())
+        found = await repositories.find_repositories(conn, reference, resolved)
+        if not found:
+            known = await repositories.known_names(conn)
+            listing = ", ".join(known) if known else "none"
+            raise NotFoundError(
+                f"repository {reference!r} not found; indexed repositories: {listing} "
+                "(list_repositories shows them all)"
+            )
+        return found
+
+    async def _check_language(
+        self, conn: AsyncConnection, language: str | None, repository_ids: list[uuid.UUID] | None
+    ) -> tuple[str | None, str | None]:
+        """The canonical language name, and a message when no file of it is indexed in scope."""
+        if language is None:
+            return None, None
+        wanted = language.strip().lower()
+        wanted = LANGUAGE_ALIASES.get(wanted, wanted)
+        indexed = await repositories.indexed_languages(conn)
+        if wanted not in KNOWN_LANGUAGES and wanted not in indexed:
+            raise ValidationError(
+                f"language {language!r} is not a language name; indexed languages: {', '.join(indexed) or 'none'}"
+            )
+        in_scope = indexed if repository_ids is None else await repositories.indexed_languages(conn, repository_ids)
+        if wanted not in in_scope:
+            where = "in that repository" if repository_ids is not None else "in any repository"
+            return wanted, f"no {wanted} file is indexed {where}; indexed languages: {', '.join(in_scope) or 'none'}"
+        return wanted, None
+
+    # --- repositories ------------------------------------------------------------------------
+
+    async def list_repositories(self) -> RepositoryList:
+        async with self.engine.connect() as conn:
+            rows = await repositories.list_repositories(conn)
+        return RepositoryList(repositories=[repository_model(row) for row in rows])
+
+    async def delete_repository(self, repository: str) -> DeletedRepository:
+        """Remove one repository's index (chunks, files, jobs, row).
+
+        Raises:
+            NotFoundError: no repository has that name or path.
+            ValidationError: the name is shared by several repositories (pass the path).
+            InvalidStateError: a job on it is pending, running or blocked.
+        """
+        async with self.engine.begin() as conn:
+            found = await self._find_repositories(conn, repository)
+            if len(found) > 1:
+                raise ValidationError(
+                    f"{len(found)} repositories are named {repository!r}: "
+                    f"{', '.join(row.path for row in found)}; pass the path of the one to delete"
+                )
+            target = found[0]
+            try:
+                deleted = await repositories.delete_repository(conn, target.id)
+            except repositories.RepositoryBusyError as error:
+                raise InvalidStateError(
+                    f"cannot delete repository {target.name} ({target.path}): {error}; "
+                    "cancel it with cancel_indexing_background or wait for it to finish"
+                ) from None
+        logger.info(
+            "deleted repository %s (%s): %d files, %d chunks", target.name, target.path, deleted.files, deleted.chunks
+        )
+        return DeletedRepository(
+            name=target.name,
+            path=target.path,
+            files_deleted=deleted.files,
+            chunks_deleted=deleted.chunks,
+            jobs_deleted=deleted.jobs,
+        )
+
+
+def normalize_path_prefix(path_prefix: str | None) -> str | None:
+    """A repository-relative prefix with forward slashes, or ``None`` for no filter.
+
+    Raises:
+        ValidationError: absolute, containing ``..`` or a NUL byte.
+    """
+    if path_prefix is None:
+        return None
+    if not isinstance(path_prefix, str):
+        raise ValidationError("path_prefix must be a string")
+    prefix = path_prefix.strip().replace("\\", "/")
+    if "\x00" in prefix:
+        raise ValidationError("path_prefix contains a NUL byte")
+    if prefix.startswith("/") or re.match(r"^[A-Za-z]:", prefix):
+        raise ValidationError(
+            f"path_prefix {path_prefix!r} must be relative to the repository root (like 'src/' or 'server/app')"
+        )
+    if ".." in prefix.split("/"):
+        raise ValidationError(f"path_prefix {path_prefix!r} must not contain '..'")
+    while prefix.startswith("./"):
+        prefix = prefix[2:]
+    return prefix or None
+
+
+def repository_model(row: repositories.RepositoryRow) -> Repository:
+    return Repository(
+        name=row.name,
+        path=row.path,
+        files=row.files,
+        chunks=row.chunks,
+        languages=row.languages,
+        created_at=iso(row.created_at) or "",
+        last_indexed_at=iso(row.last_indexed_at),
+        embedder=row.embedder,
+        dimension=row.dimension,
+        active_job_id=str(row.active_job_id) if row.active_job_id is not None else None,
+        active_job_status=row.active_job_status,
+    )
 
 
 def _broker_reachable(url: str) -> str | None:

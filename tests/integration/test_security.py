@@ -156,12 +156,12 @@ def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET
 
 def test_http_needs_the_bearer_token_except_for_probes(stack: Stack, secret_values: Secrets) -> None:
     base = f"http://127.0.0.1:{stack.port}"
-    for path, method in (("/mcp", "POST"), ("/mcp", "GET"), ("/metrics/", "GET")):
+    for path, method in (("/mcp", "POST"), ("/mcp", "GET"), ("/metrics", "GET")):
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {secret_values.token}"}):
             status, body = http_get(base + path, headers, method)
             assert status == 401, (path, headers, status)
             assert json.loads(body)["error"] == "unauthorized"
-    status, body = http_get(base + "/metrics/", {"Authorization": f"Bearer {secret_values.token}"})
+    status, body = http_get(base + "/metrics", {"Authorization": f"Bearer {secret_values.token}"})
     assert status == 200 and b"# HELP" in body
     assert http_get(base + "/healthz")[0] == 200
     status, body = http_get(base + "/readyz")

@@ -1,0 +1,139 @@
+"""Indexed repositories: lookup by name or path, listing with counts, and removal of an index.
+
+Every function takes an open ``AsyncConnection``; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models import jobs
+from models.tables import ACTIVE_STATUSES
+
+
+class RepositoryBusyError(RuntimeError):
+    """A job on the repository is pending, running or blocked: its index is being written."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRow:
+    id: uuid.UUID
+    name: str
+    path: str
+    files: int
+    chunks: int
+    languages: list[str]
+    created_at: datetime
+    last_indexed_at: datetime | None
+    embedder: str | None
+    dimension: int | None
+    active_job_id: uuid.UUID | None
+    active_job_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    files: int
+    chunks: int
+    jobs: int
+
+
+_LISTING = (
+    "SELECT r.id, r.name, r.path, r.created_at, r.last_indexed_at, r.embedder, r.dimension,"
+    " COALESCE(fc.files, 0) AS files, COALESCE(fc.languages, ARRAY[]::text[]) AS languages,"
+    " COALESCE(cc.chunks, 0) AS chunks, aj.id AS active_job_id, aj.status AS active_job_status"
+    " FROM repositories r"
+    " LEFT JOIN LATERAL (SELECT count(*) AS files, array_agg(DISTINCT language ORDER BY language) AS languages"
+    "  FROM files WHERE repository_id = r.id) fc ON true"
+    " LEFT JOIN LATERAL (SELECT count(*) AS chunks FROM chunks WHERE repository_id = r.id) cc ON true"
+    " LEFT JOIN LATERAL (SELECT id, status FROM indexing_jobs"
+    "  WHERE repository_id = r.id AND status = ANY(:active) ORDER BY created_at LIMIT 1) aj ON true"
+)
+
+
+def _row(row: Any) -> RepositoryRow:
+    return RepositoryRow(
+        id=row.id,
+        name=row.name,
+        path=row.path,
+        files=int(row.files),
+        chunks=int(row.chunks),
+        languages=[language for language in row.languages if language],
+        created_at=row.created_at,
+        last_indexed_at=row.last_indexed_at,
+        embedder=row.embedder,
+        dimension=row.dimension,
+        active_job_id=row.active_job_id,
+        active_job_status=row.active_job_status,
+    )
+
+
+async def list_repositories(conn: AsyncConnection) -> list[RepositoryRow]:
+    """Every repository with its file and chunk counts (counted now, not cached), by name then path."""
+    rows = await conn.execute(text(_LISTING + " ORDER BY r.name, r.path"), {"active": list(ACTIVE_STATUSES)})
+    return [_row(row) for row in rows]
+
+
+async def find_repositories(conn: AsyncConnection, reference: str, resolved_path: str | None) -> list[RepositoryRow]:
+    """Repositories whose name is ``reference`` or whose path is ``reference`` or ``resolved_path``.
+
+    A path names one repository; a name may name several (two checkouts called ``app``).
+    """
+    rows = await conn.execute(
+        text(_LISTING + " WHERE r.name = :ref OR r.path = :ref OR r.path = :resolved ORDER BY r.path"),
+        {"active": list(ACTIVE_STATUSES), "ref": reference, "resolved": resolved_path},
+    )
+    return [_row(row) for row in rows]
+
+
+async def known_names(conn: AsyncConnection, limit: int = 20) -> list[str]:
+    """``name (path)`` of up to ``limit`` repositories, for error messages."""
+    rows = await conn.execute(text("SELECT name, path FROM repositories ORDER BY name, path LIMIT :n"), {"n": limit})
+    return [f"{row.name} ({row.path})" for row in rows]
+
+
+async def indexed_languages(conn: AsyncConnection, repository_ids: list[uuid.UUID] | None = None) -> list[str]:
+    """Languages that have at least one indexed file (in the given repositories, or anywhere)."""
+    rows = await conn.execute(
+        text(
+            "SELECT DISTINCT language FROM files"
+            " WHERE CAST(:ids AS uuid[]) IS NULL OR repository_id = ANY(:ids) ORDER BY language"
+        ),
+        {"ids": repository_ids},
+    )
+    return [row.language for row in rows]
+
+
+async def delete_repository(conn: AsyncConnection, repository_id: uuid.UUID) -> Deleted:
+    """Remove the repository's chunks, files, jobs and row.
+
+    Raises:
+        RepositoryBusyError: a job on it is pending, running or blocked (nothing is deleted).
+    """
+    # The admission lock: no job can be admitted for this repository between the check and the delete.
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": jobs._ADMISSION_LOCK_KEY})
+    active = (
+        await conn.execute(
+            text(
+                "SELECT id, status FROM indexing_jobs WHERE repository_id = :id AND status = ANY(:active)"
+                " ORDER BY created_at LIMIT 1"
+            ),
+            {"id": repository_id, "active": list(ACTIVE_STATUSES)},
+        )
+    ).first()
+    if active is not None:
+        raise RepositoryBusyError(f"job {active.id} is {active.status} on this repository")
+    chunks = (await conn.execute(text("DELETE FROM chunks WHERE repository_id = :id"), {"id": repository_id})).rowcount
+    files = (await conn.execute(text("DELETE FROM files WHERE repository_id = :id"), {"id": repository_id})).rowcount
+    job_count = await conn.scalar(
+        text("SELECT count(*) FROM indexing_jobs WHERE repository_id = :id"), {"id": repository_id}
+    )
+    # Jobs, their batches and events go with the row (ON DELETE CASCADE).
+    await conn.execute(text("DELETE FROM repositories WHERE id = :id"), {"id": repository_id})
+    return Deleted(files=int(files or 0), chunks=int(chunks or 0), jobs=int(job_count or 0))
