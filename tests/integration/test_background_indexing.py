@@ -546,8 +546,11 @@ async def test_edge_cases(client: McpClient, tmp_path: Path) -> None:
     with pytest.raises(ToolCallError, match="validation error: .*absolute"):
         await client.call("start_indexing_background", repo_path="relative/path", name="x")
 
-    first = await client.call("start_indexing_background", repo_path=str(repos.main), name="duplicate-test")
-    second = await client.call("start_indexing_background", repo_path=str(repos.main), name="duplicate-test")
+    # A repository never indexed before: an indexed one could finish "up to date" between the two calls.
+    fresh = tmp_path / "duplicate"
+    generate_repo(fresh, 300, 40, seed=77)
+    first = await client.call("start_indexing_background", repo_path=str(fresh), name="duplicate-test")
+    second = await client.call("start_indexing_background", repo_path=str(fresh), name="duplicate-test")
     assert first["job_id"] == second["job_id"] and second["existing"] is True
     await client.call("cancel_indexing_background", job_id=first["job_id"])
 
