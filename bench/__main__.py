@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -410,6 +413,15 @@ def main() -> int:
         "args": vars(args),
     }
 
+    @contextlib.contextmanager
+    def guarded(section: str) -> Iterator[None]:
+        """A failing section is recorded and reported; the others still run."""
+        try:
+            yield
+        except Exception as error:
+            traceback.print_exc()
+            results.setdefault("errors", {})[section] = f"{type(error).__name__}: {error}"
+
     def done(name: str, value: Any) -> None:
         results[name] = value
         print(f"== {name}: {json.dumps(value)}", flush=True)
@@ -418,69 +430,77 @@ def main() -> int:
         real_repo = repo(bench, "real", files, args.lines)
         settings = Settings()
         if "embedder" in sections or "pipeline" in sections:
-            texts = sample_texts(real_repo, settings, 128 if args.quick else 512)
-            batches = [int(b) for b in args.batch_sizes.split(",")]
-            done("embedder", raw_embedder(texts, batches, "auto"))
-            if results["embedder"]["runtime"] != "fp32":
-                done("embedder_fp32", raw_embedder(texts, batches, "fp32", rounds=1))
+            with guarded("embedder"):
+                texts = sample_texts(real_repo, settings, 128 if args.quick else 512)
+                batches = [int(b) for b in args.batch_sizes.split(",")]
+                done("embedder", raw_embedder(texts, batches, "auto"))
+                if results["embedder"]["runtime"] != "fp32":
+                    done("embedder_fp32", raw_embedder(texts, batches, "fp32", rounds=1))
         if "pipeline" in sections:
-            best = results["embedder"]["best_batch"]
-            job = run_job(
-                bench,
-                real_repo,
-                embedder="local",
-                processes=args.processes,
-                threads=args.threads,
-                embed_batch_size=str(best),
-            )
-            job["embed_batch_size"] = best
-            job["ratio_to_raw"] = round(job["chunks_per_second"] / results["embedder"]["chunks_per_second"], 3)
-            done("pipeline", job)
-            if "embedder_fp32" in results and not args.quick:
-                # The previous defaults (fp32, batch 64) on the same chunks: the "before" row.
-                before = run_job(
+            with guarded("pipeline"):
+                best = results["embedder"]["best_batch"]
+                job = run_job(
                     bench,
                     real_repo,
                     embedder="local",
                     processes=args.processes,
                     threads=args.threads,
-                    embed_batch_size="64",
-                    local_runtime="fp32",
+                    embed_batch_size=str(best),
                 )
-                before["ratio_to_raw_fp32"] = round(
-                    before["chunks_per_second"] / results["embedder_fp32"]["chunks_per_second"], 3
-                )
-                done("pipeline_fp32_batch64", before)
+                job["embed_batch_size"] = best
+                job["ratio_to_raw"] = round(job["chunks_per_second"] / results["embedder"]["chunks_per_second"], 3)
+                done("pipeline", job)
+                if "embedder_fp32" in results and not args.quick:
+                    # The previous defaults (fp32, batch 64) on the same chunks: the "before" row.
+                    before = run_job(
+                        bench,
+                        real_repo,
+                        embedder="local",
+                        processes=args.processes,
+                        threads=args.threads,
+                        embed_batch_size="64",
+                        local_runtime="fp32",
+                    )
+                    before["ratio_to_raw_fp32"] = round(
+                        before["chunks_per_second"] / results["embedder_fp32"]["chunks_per_second"], 3
+                    )
+                    done("pipeline_fp32_batch64", before)
         if "orchestration" in sections:
-            fake_repo = repo(bench, "fake", fake_files, args.lines, seed=43)
-            control(bench.start_fake_embedder(), {"delay_ms_per_text": 0.0})
-            done("orchestration", run_job(bench, fake_repo, embedder="fake", processes=2, threads=4))
+            with guarded("orchestration"):
+                fake_repo = repo(bench, "fake", fake_files, args.lines, seed=43)
+                control(bench.start_fake_embedder(), {"delay_ms_per_text": 0.0})
+                done("orchestration", run_job(bench, fake_repo, embedder="fake", processes=2, threads=4))
         if "latency" in sections:
-            done("latency", latency(bench, repos=6 if args.quick else 10, files=300, polls=100 if args.quick else 300))
+            with guarded("latency"):
+                repos, polls = (6, 100) if args.quick else (10, 300)
+                done("latency", latency(bench, repos=repos, files=300, polls=polls))
         if "resume" in sections:
-            done("resume", resume(bench, 1000 if args.quick else 5000))
+            with guarded("resume"):
+                done("resume", resume(bench, 1000 if args.quick else 5000))
         if "search" in sections:
-            for size in sizes:
-                url, broker = bench.fresh_database(), bench.fresh_vhost()
-                done(f"search_{size}", asyncio.run(search_at(url, broker, size, 20 if args.quick else 50)))
+            with guarded("search"):
+                for size in sizes:
+                    url, broker = bench.fresh_database(), bench.fresh_vhost()
+                    done(f"search_{size}", asyncio.run(search_at(url, broker, size, 20 if args.quick else 50)))
         if "scaling" in sections:
-            rows = []
-            cores = os.cpu_count() or 1
-            for processes in [int(p) for p in args.scaling.split(",")]:
-                threads = str(max(1, cores // processes))
-                real = run_job(
-                    bench, real_repo, embedder="local", processes=processes, threads=2, local_threads=threads
-                )
-                fake = run_job(
-                    bench,
-                    repo(bench, "fake", fake_files, args.lines, seed=43),
-                    embedder="fake",
-                    processes=processes,
-                    threads=4,
-                )
-                rows.append({"processes": processes, "local_threads": int(threads), "real": real, "fake": fake})
-                print(f"   scaling {processes}: {json.dumps(rows[-1])}", flush=True)
-            done("scaling", rows)
+            with guarded("scaling"):
+                rows = []
+                cores = os.cpu_count() or 1
+                for processes in [int(p) for p in args.scaling.split(",")]:
+                    threads = str(max(1, cores // processes))
+                    real = run_job(
+                        bench, real_repo, embedder="local", processes=processes, threads=2, local_threads=threads
+                    )
+                    fake = run_job(
+                        bench,
+                        repo(bench, "fake", fake_files, args.lines, seed=43),
+                        embedder="fake",
+                        processes=processes,
+                        threads=4,
+                    )
+                    rows.append({"processes": processes, "local_threads": int(threads), "real": real, "fake": fake})
+                    print(f"   scaling {processes}: {json.dumps(rows[-1])}", flush=True)
+                done("scaling", rows)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(table(results))
     out_dir = ROOT / "bench" / "results"
