@@ -13,7 +13,8 @@ tight loop, at each of ``--batch-sizes``; the best is reported.
 
 The ``onnx-*`` variants are exploratory: the model is exported with ``torch.onnx`` into a temporary
 directory (needs the ``onnx`` package) and run with ONNX Runtime (graph fusion on, 2 threads, no
-spinning); ``onnx-int8`` is ONNX Runtime's dynamic int8 quantisation of that graph.
+spinning); ``onnx-int8`` is ONNX Runtime's dynamic int8 quantisation of that graph (per tensor),
+``onnx-int8pc`` the same per output channel.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def local_variant(runtime: str) -> Encode:
     return encode
 
 
-def onnx_variant(quantised: bool, workdir: Path) -> Encode:
+def onnx_variant(quantised: bool, workdir: Path, per_channel: bool = False) -> Encode:
     import onnxruntime as ort
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -152,7 +153,8 @@ def onnx_variant(quantised: bool, workdir: Path) -> Encode:
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
 
-    exported, fused, final = workdir / "model.onnx", workdir / "fused.onnx", workdir / "int8.onnx"
+    exported, fused = workdir / "model.onnx", workdir / "fused.onnx"
+    final = workdir / ("int8pc.onnx" if per_channel else "int8.onnx")
     if not fused.exists():
         sample = torch.ones((2, 16), dtype=torch.long)
         torch.onnx.export(
@@ -173,7 +175,11 @@ def onnx_variant(quantised: bool, workdir: Path) -> Encode:
     if quantised:
         if not final.exists():
             quantize_dynamic(
-                str(fused), str(final), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1}
+                str(fused),
+                str(final),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                extra_options={"DefaultTensorType": 1},
             )
         path = final
     options = ort.SessionOptions()
@@ -227,7 +233,7 @@ def build(variant: str, workdir: Path) -> Encode:
     if variant == "st-fp32":
         return sentence_transformers_variant()
     if variant.startswith("onnx-"):
-        return onnx_variant(variant == "onnx-int8", workdir)
+        return onnx_variant(variant.startswith("onnx-int8"), workdir, per_channel=variant == "onnx-int8pc")
     return local_variant(variant)
 
 
