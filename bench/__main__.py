@@ -399,12 +399,21 @@ def main() -> int:
     parser.add_argument("--search-sizes", help="chunks for the search section (default 10000,100000; quick 10000)")
     parser.add_argument("--scaling", default="1,2,4", help="worker process counts of the scaling section")
     parser.add_argument("--batch-sizes", default="16,32,64")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the real-model pipeline job, e.g. --set batch_size=50 (repeatable)",
+    )
+    parser.add_argument("--no-before", action="store_true", help="skip the fp32/batch-64 'before' pipeline job")
     args = parser.parse_args()
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     files = args.files or (200 if args.quick else 1500)
+    overrides = dict(item.split("=", 1) for item in args.set)
     fake_files = args.fake_files or (1000 if args.quick else 5000)
     sizes = [int(s) for s in (args.search_sizes or ("10000" if args.quick else "10000,100000")).split(",")]
     results: dict[str, Any] = {
@@ -445,12 +454,13 @@ def main() -> int:
                     embedder="local",
                     processes=args.processes,
                     threads=args.threads,
-                    embed_batch_size=str(best),
+                    **{"local_batch_size": str(best), **overrides},
                 )
-                job["embed_batch_size"] = best
+                job["settings"] = overrides
+                job["local_batch_size"] = best
                 job["ratio_to_raw"] = round(job["chunks_per_second"] / results["embedder"]["chunks_per_second"], 3)
                 done("pipeline", job)
-                if "embedder_fp32" in results and not args.quick:
+                if "embedder_fp32" in results and not (args.quick or args.no_before):
                     # The previous defaults (fp32, batch 64) on the same chunks: the "before" row.
                     before = run_job(
                         bench,
@@ -459,6 +469,7 @@ def main() -> int:
                         processes=args.processes,
                         threads=args.threads,
                         embed_batch_size="64",
+                        local_batch_size="64",
                         local_runtime="fp32",
                     )
                     before["ratio_to_raw_fp32"] = round(

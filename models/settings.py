@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         default="auto",
         description="Numerics of the local model: auto (GPU, else bf16 where the CPU has it natively, else fp32).",
     )
+    local_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Texts per forward pass of the local model (its fastest on CPU)."
+    )
     local_threads: int = Field(
         default=0, ge=0, le=256, description="CPU threads of the local model per worker process; 0: torch's default."
     )
