@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,18 @@ class WorkerResources(Middleware):
             await self._resources.embedder.aclose()
             await self._resources.engine.dispose()
             self._resources = None
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Load the local model in the background now, so the first embed batch does not wait for it."""
+        if self.settings.embedder == "local":
+            from actors.embedders.local_model import load_model
+
+            threading.Thread(
+                target=load_model,
+                args=(self.settings.local_runtime, self.settings.local_threads),
+                name="preload-model",
+                daemon=True,
+            ).start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         loop_thread: Any = get_event_loop_thread()

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -25,23 +24,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.stack import sample_texts
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:
-    from actors.chunking import embedding_text
-    from actors.pipeline import read_and_chunk
-
-    files = sorted(str(path.relative_to(repo)) for path in repo.rglob("*.py"))
-    random.Random(7).shuffle(files)
-    payload = read_and_chunk(repo, [{"path": path} for path in files[:count]], settings)
-    texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
-    return texts[:count]
 
 
 async def raw_throughput(texts: list[str], batch_size: int) -> float:

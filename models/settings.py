@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     embed_concurrency: int = Field(
         default=1, ge=1, le=64, description="Batches one worker process embeds at once (the model is the limit)."
     )
+    local_runtime: Literal["auto", "fp32", "bf16", "cuda"] = Field(
+        default="auto",
+        description="Numerics of the local model: auto (GPU, else bf16 where the CPU has it natively, else fp32).",
+    )
+    local_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Texts per forward pass of the local model (its fastest on CPU)."
+    )
+    local_threads: int = Field(
+        default=0, ge=0, le=256, description="CPU threads of the local model per worker process; 0: torch's default."
+    )
     ollama_url: str = Field(default="http://127.0.0.1:11434", description="Ollama-compatible server.")
     ollama_model: str = Field(default="nomic-embed-text", description="Model name sent to /api/embed.")
     ollama_dimension: int | None = Field(

@@ -1,0 +1,570 @@
+"""The benchmark suite, one command: every figure measured in the same run on the same machine.
+
+    python -m bench [--quick] [--sections embedder,pipeline,orchestration,latency,resume,search,scaling]
+
+Sections:
+  embedder       raw local-model throughput (tight loop, best batch size) on chunks of the bench repo
+  pipeline       a real job with the local model through RabbitMQ and worker processes on the same
+                 kind of chunks; pipeline/raw ratio; peak RSS of server and each worker process
+  orchestration  the same job shape with the zero-cost fake embedder (files/s, chunks/s)
+  latency        job creation p50/p95, status p50/p95 with 3 jobs running, cancellation time
+  resume         SIGKILL of server and workers at 30 %, time to `running` and to progress again,
+                 duplicate embedding work
+  search         search p50/p95 (query embedded by the real model) and HNSW recall@10 vs an exact
+                 scan, at each of --search-sizes chunks (rows inserted directly, deterministic vectors)
+  scaling        pipeline with 1, 2, 4 worker processes (real model and fake embedder)
+
+Prints a table and writes ``bench/results/bench_<timestamp>.json`` (and ``bench/results/latest.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.stack import (
+    ROOT,
+    BenchEnvironment,
+    bench_environment,
+    control,
+    group_members,
+    peak_rss_mib,
+    sample_texts,
+)
+from models.settings import Settings
+from tests.fixtures.generate_test_repo import generate_repo
+from tests.integration.stack import McpClient, Stack
+
+SECTIONS = ("embedder", "pipeline", "orchestration", "latency", "resume", "search", "scaling")
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(1000 * percentile(values, 50), 1), "p95_ms": round(1000 * percentile(values, 95), 1)}
+
+
+def repo(bench: BenchEnvironment, name: str, files: int, lines: int, seed: int = 42) -> Path:
+    path = bench.work / name
+    if not path.exists():
+        generate_repo(path, files, lines, seed=seed)
+    return path
+
+
+# --- embedder ------------------------------------------------------------------------------------
+
+
+def raw_embedder(texts: list[str], batch_sizes: list[int], runtime: str, rounds: int = 2) -> dict[str, Any]:
+    """Best chunks/s over ``batch_sizes`` (interleaved rounds, best kept) for one runtime."""
+    from actors.embedders.local_model import LocalModelEmbedder
+
+    first = LocalModelEmbedder(batch_size=batch_sizes[0], runtime=runtime)
+    first.encode(texts[:8])  # load outside the timing
+    rates: dict[int, float] = {}
+    for _ in range(rounds):
+        for batch in batch_sizes:
+            embedder = LocalModelEmbedder(batch_size=batch, runtime=runtime)
+            embedder._model, embedder._tokenizer, embedder.runtime = first._model, first._tokenizer, first.runtime
+            embedder.encode(texts[:batch])
+            start = time.perf_counter()
+            embedder.encode(texts)
+            rates[batch] = max(rates.get(batch, 0.0), len(texts) / (time.perf_counter() - start))
+    best = max(rates, key=lambda b: rates[b])
+    return {
+        "runtime": first.runtime,
+        "chunks": len(texts),
+        "chunks_per_second": round(rates[best], 2),
+        "best_batch": best,
+        "by_batch": {str(b): round(r, 2) for b, r in rates.items()},
+    }
+
+
+# --- jobs through the real stack -----------------------------------------------------------------
+
+
+async def follow(client: McpClient, job_id: str, interval: float = 0.5) -> dict[str, Any]:
+    while True:
+        status = await client.call("get_indexing_status", job_id=job_id)
+        if status["status"] in TERMINAL:
+            return status
+        await asyncio.sleep(interval)
+
+
+def stack_rss(stack: Stack) -> dict[str, Any]:
+    server = [peak_rss_mib(pid) for pid in group_members(stack.server.pid)] if stack.server else []
+    workers = [peak_rss_mib(pid) for pid in group_members(stack.workers.pid)] if stack.workers else []
+    return {
+        "server_peak_rss_mib": round(max(server, default=0.0), 1),
+        "worker_peak_rss_mib": [round(w, 1) for w in workers],
+    }
+
+
+def run_job(
+    bench: BenchEnvironment, path: Path, *, embedder: str, processes: int, threads: int, **extra: str
+) -> dict[str, Any]:
+    """One job on ``path`` through a fresh stack (database, vhost, server, workers); time, rates, RSS."""
+    stack = bench.stack(bench.env(embedder=embedder, **extra), processes=processes, threads=threads)
+    stack.start_workers()
+    stack.start_server()
+    try:
+
+        async def go() -> dict[str, Any]:
+            async with stack.client() as client:
+                begin = time.perf_counter()
+                started = await client.call("start_indexing_background", repo_path=str(path), name=path.name)
+                final = await follow(client, started["job_id"])
+                return {"seconds": time.perf_counter() - begin, **final}
+
+        final = asyncio.run(go())
+        if final["status"] != "completed":
+            raise RuntimeError(f"bench job ended {final['status']}: {final.get('error_message')}")
+        seconds = final["seconds"]
+        return {
+            "files": final["files_indexed"],
+            "chunks": final["chunks_created"],
+            "seconds": round(seconds, 1),
+            "files_per_second": round(final["files_indexed"] / seconds, 2),
+            "chunks_per_second": round(final["chunks_created"] / seconds, 2),
+            "worker_processes": processes,
+            "worker_threads": threads,
+            **stack_rss(stack),
+        }
+    finally:
+        stack.stop()
+
+
+# --- latency -------------------------------------------------------------------------------------
+
+
+def latency(bench: BenchEnvironment, repos: int, files: int, polls: int) -> dict[str, Any]:
+    paths = [repo(bench, f"lat-{index}", files, 60, seed=100 + index) for index in range(repos)]
+    fake = bench.start_fake_embedder()
+    control(fake, {"delay_ms_per_text": 5.0, "reset_stats": True})  # slow enough that jobs stay running
+    stack = bench.stack(bench.env(embedder="fake"), processes=2, threads=4)
+    stack.start_workers()
+    stack.start_server()
+    try:
+
+        async def go() -> dict[str, Any]:
+            async with stack.client() as client:
+                await client.call("list_indexing_jobs")  # warm the session
+                created: list[float] = []
+                ids: list[str] = []
+                for path in paths:
+                    answer, seconds = await client.timed("start_indexing_background", repo_path=str(path))
+                    created.append(seconds)
+                    ids.append(answer["job_id"])
+                running = [
+                    job for job in ids if (await client.call("get_indexing_status", job_id=job))["status"] == "running"
+                ]
+                status_times: list[float] = []
+                for index in range(polls):
+                    _, seconds = await client.timed("get_indexing_status", job_id=running[index % len(running)])
+                    status_times.append(seconds)
+                cancel_ack: list[float] = []
+                cancelled: list[float] = []
+                for job in ids:
+                    begin = time.perf_counter()
+                    answer = await client.call("cancel_indexing_background", job_id=job)
+                    cancel_ack.append(time.perf_counter() - begin)
+                    while answer["status"] not in TERMINAL:
+                        await asyncio.sleep(0.01)
+                        answer = await client.call("get_indexing_status", job_id=job)
+                    cancelled.append(time.perf_counter() - begin)
+                return {
+                    "jobs_created": len(ids),
+                    "jobs_running_while_polling": len(running),
+                    "creation": ms(created),
+                    "status_with_3_running": ms(status_times),
+                    "status_polls": polls,
+                    "cancel_ack": ms(cancel_ack),
+                    "cancel_to_cancelled": ms(cancelled),
+                }
+
+        return asyncio.run(go())
+    finally:
+        stack.stop()
+        control(fake, {"delay_ms_per_text": 0.0})
+
+
+# --- resume after SIGKILL ------------------------------------------------------------------------
+
+
+def resume(bench: BenchEnvironment, files: int) -> dict[str, Any]:
+    import asyncpg
+
+    path = repo(bench, "resume", files, 60, seed=7)
+    fake = bench.start_fake_embedder()
+    control(fake, {"delay_ms_per_text": 1.0, "reset_stats": True})
+    env = bench.env(embedder="fake")
+    stack = bench.stack(env, processes=2, threads=4)
+    stack.start_workers()
+    stack.start_server()
+    try:
+
+        async def before_kill() -> tuple[str, dict[str, Any]]:
+            async with stack.client() as client:
+                job = (await client.call("start_indexing_background", repo_path=str(path)))["job_id"]
+                while True:
+                    status = await client.call("get_indexing_status", job_id=job)
+                    if status["progress_percentage"] >= 30 or status["status"] in TERMINAL:
+                        return job, status
+                    await asyncio.sleep(0.2)
+
+        job, before = asyncio.run(before_kill())
+        stack.kill_server(signal.SIGKILL)
+        stack.kill_workers(signal.SIGKILL)
+        restart = time.monotonic()
+        stack.start_workers()
+        stack.start_server()
+
+        async def after() -> dict[str, Any]:
+            async with stack.client() as client:
+                status = await client.call("get_indexing_status", job_id=job)
+                running_after = time.monotonic() - restart
+                while status["batches_done"] <= before["batches_done"] and status["status"] not in TERMINAL:
+                    await asyncio.sleep(0.1)
+                    status = await client.call("get_indexing_status", job_id=job)
+                progress_after = time.monotonic() - restart
+                final = await follow(client, job)
+            served = control(fake, {})["texts"]
+            conn = await asyncpg.connect(env["CODEBASE_MCP_DATABASE_URL"].replace("+asyncpg", ""))
+            try:
+                needed = await conn.fetchval(
+                    "SELECT count(DISTINCT md5(f.path || chr(10) || c.content)) FROM chunks c "
+                    "JOIN files f ON f.id = c.file_id WHERE f.job_id = $1",
+                    uuid.UUID(job),
+                )
+            finally:
+                await conn.close()
+            return {
+                "killed_at_percent": before["progress_percentage"],
+                "status_after_restart": status["status"],
+                "running_after_restart_s": round(running_after, 2),
+                "progress_after_restart_s": round(progress_after, 2),
+                "final_status": final["status"],
+                "texts_embedded": served,
+                "texts_needed": needed,
+                "duplicate_work_percent": round(100.0 * max(served - needed, 0) / max(needed, 1), 3),
+            }
+
+        return asyncio.run(after())
+    finally:
+        stack.stop()
+        control(fake, {"delay_ms_per_text": 0.0})
+
+
+# --- search --------------------------------------------------------------------------------------
+
+QUERIES = [
+    "parse the invoice header",
+    "retry with exponential backoff",
+    "open a database connection pool",
+    "validate user input and raise an error",
+    "compute the checksum of a file",
+    "serialize an object to json",
+    "read configuration from environment variables",
+    "cache results in memory",
+    "sort records by date",
+    "send an http request with a timeout",
+]
+
+
+async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[str, Any]:
+    """Insert ``size`` chunks (deterministic clustered unit vectors) directly, then time real searches."""
+    import asyncpg
+
+    from server.service import IndexingService
+
+    os.environ.update({"CODEBASE_MCP_DATABASE_URL": url, "CODEBASE_MCP_BROKER_URL": broker_url})
+    settings = Settings()
+    async with IndexingService.open(settings) as service:
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            rng = np.random.default_rng(size)
+            centres = rng.standard_normal((max(size // 200, 10), 384)).astype(np.float32)
+            # size stored vectors + held-out ones of the same distribution, the recall queries.
+            total = size + queries
+            vectors = centres[rng.integers(0, len(centres), total)] + 0.6 * rng.standard_normal((total, 384)).astype(
+                np.float32
+            )
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            probes, vectors = vectors[size:], vectors[:size]
+            repo_id = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO repositories (id, path, name, embedder, dimension) VALUES ($1, $2, 'synthetic', $3, 384)",
+                repo_id,
+                f"/synthetic/{size}",
+                "local:all-MiniLM-L6-v2",
+            )
+            per_file = 10
+            file_ids = await conn.fetch(
+                "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count) "
+                "SELECT $1, 'f' || g || '.py', md5(g::text), 'python', 1000, 40 FROM generate_series(1, $2) g "
+                "RETURNING id",
+                repo_id,
+                (size + per_file - 1) // per_file,
+            )
+            ids = [row["id"] for row in file_ids]
+            from pgvector.asyncpg import register_vector
+
+            await register_vector(conn)
+            begin = time.perf_counter()
+            step = 5000
+            for start in range(0, size, step):
+                records = [
+                    (ids[i // per_file], repo_id, i % per_file, 1, 40, "python", None, f"chunk {i}", "", vectors[i])
+                    for i in range(start, min(size, start + step))
+                ]
+                await conn.copy_records_to_table(
+                    "chunks",
+                    records=records,
+                    columns=[
+                        "file_id",
+                        "repository_id",
+                        "ordinal",
+                        "start_line",
+                        "end_line",
+                        "language",
+                        "symbol",
+                        "content",
+                        "header",
+                        "embedding",
+                    ],
+                )
+            insert_seconds = time.perf_counter() - begin
+            await conn.execute("ANALYZE chunks")
+            texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
+            await service.search(texts[0])  # load the model
+            times: list[float] = []
+            for query in texts:
+                begin = time.perf_counter()
+                await service.search(query, limit=10)
+                times.append(time.perf_counter() - begin)
+            recalls: list[float] = []
+            for vector in probes:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    await conn.execute("SET LOCAL hnsw.ef_search = 40")
+                    approx = await conn.fetch(
+                        "SELECT id FROM chunks ORDER BY embedding <=> $1 LIMIT 10", np.asarray(vector)
+                    )
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL enable_indexscan = off")
+                    exact = await conn.fetch(
+                        "SELECT id FROM chunks ORDER BY embedding <=> $1 LIMIT 10", np.asarray(vector)
+                    )
+                recalls.append(len({r["id"] for r in approx} & {r["id"] for r in exact}) / 10)
+        finally:
+            await conn.close()
+    return {
+        "chunks": size,
+        "vectors": "deterministic clustered unit vectors (seeded); timed queries are texts embedded by the real "
+        "model inside search(); recall queries are held-out vectors of the same distribution",
+        "insert_seconds_incl_hnsw": round(insert_seconds, 1),
+        "queries": queries,
+        **ms(times),
+        "hnsw_recall_at_10": round(float(np.mean(recalls)), 4),
+    }
+
+
+# --- driver --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--files", type=int, help="files of the real-model job (default 1500; quick 200)")
+    parser.add_argument("--lines", type=int, default=40, help="average lines per generated file")
+    parser.add_argument("--fake-files", type=int, help="files of the zero-cost job (default 5000; quick 1000)")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes of the real-model job")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker process")
+    parser.add_argument("--search-sizes", help="chunks for the search section (default 10000,100000; quick 10000)")
+    parser.add_argument("--scaling", default="1,2,4", help="worker process counts of the scaling section")
+    parser.add_argument("--batch-sizes", default="16,32,64")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the real-model pipeline job, e.g. --set batch_size=50 (repeatable)",
+    )
+    parser.add_argument("--no-before", action="store_true", help="skip the fp32/batch-64 'before' pipeline job")
+    args = parser.parse_args()
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    files = args.files or (200 if args.quick else 1500)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    fake_files = args.fake_files or (1000 if args.quick else 5000)
+    sizes = [int(s) for s in (args.search_sizes or ("10000" if args.quick else "10000,100000")).split(",")]
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+        "args": vars(args),
+    }
+
+    @contextlib.contextmanager
+    def guarded(section: str) -> Iterator[None]:
+        """A failing section is recorded and reported; the others still run."""
+        try:
+            yield
+        except Exception as error:
+            traceback.print_exc()
+            results.setdefault("errors", {})[section] = f"{type(error).__name__}: {error}"
+
+    def done(name: str, value: Any) -> None:
+        results[name] = value
+        print(f"== {name}: {json.dumps(value)}", flush=True)
+
+    with bench_environment() as bench:
+        real_repo = repo(bench, "real", files, args.lines)
+        settings = Settings()
+        if "embedder" in sections or "pipeline" in sections:
+            with guarded("embedder"):
+                texts = sample_texts(real_repo, settings, 128 if args.quick else 512)
+                batches = [int(b) for b in args.batch_sizes.split(",")]
+                done("embedder", raw_embedder(texts, batches, "auto"))
+                if results["embedder"]["runtime"] != "fp32":
+                    done("embedder_fp32", raw_embedder(texts, batches, "fp32", rounds=1))
+        if "pipeline" in sections:
+            with guarded("pipeline"):
+                best = results["embedder"]["best_batch"]
+                job = run_job(
+                    bench,
+                    real_repo,
+                    embedder="local",
+                    processes=args.processes,
+                    threads=args.threads,
+                    **{"local_batch_size": str(best), **overrides},
+                )
+                job["settings"] = overrides
+                job["local_batch_size"] = best
+                job["ratio_to_raw"] = round(job["chunks_per_second"] / results["embedder"]["chunks_per_second"], 3)
+                done("pipeline", job)
+                if "embedder_fp32" in results and not (args.quick or args.no_before):
+                    # The previous defaults (fp32, batch 64) on the same chunks: the "before" row.
+                    before = run_job(
+                        bench,
+                        real_repo,
+                        embedder="local",
+                        processes=args.processes,
+                        threads=args.threads,
+                        embed_batch_size="64",
+                        local_batch_size="64",
+                        local_runtime="fp32",
+                    )
+                    before["ratio_to_raw_fp32"] = round(
+                        before["chunks_per_second"] / results["embedder_fp32"]["chunks_per_second"], 3
+                    )
+                    done("pipeline_fp32_batch64", before)
+        if "orchestration" in sections:
+            with guarded("orchestration"):
+                fake_repo = repo(bench, "fake", fake_files, args.lines, seed=43)
+                control(bench.start_fake_embedder(), {"delay_ms_per_text": 0.0})
+                done("orchestration", run_job(bench, fake_repo, embedder="fake", processes=2, threads=4))
+        if "latency" in sections:
+            with guarded("latency"):
+                repos, polls = (6, 100) if args.quick else (10, 300)
+                done("latency", latency(bench, repos=repos, files=300, polls=polls))
+        if "resume" in sections:
+            with guarded("resume"):
+                done("resume", resume(bench, 1000 if args.quick else 5000))
+        if "search" in sections:
+            with guarded("search"):
+                for size in sizes:
+                    url, broker = bench.fresh_database(), bench.fresh_vhost()
+                    done(f"search_{size}", asyncio.run(search_at(url, broker, size, 20 if args.quick else 50)))
+        if "scaling" in sections:
+            with guarded("scaling"):
+                rows = []
+                cores = os.cpu_count() or 1
+                for processes in [int(p) for p in args.scaling.split(",")]:
+                    threads = str(max(1, cores // processes))
+                    real = run_job(
+                        bench, real_repo, embedder="local", processes=processes, threads=2, local_threads=threads
+                    )
+                    fake = run_job(
+                        bench,
+                        repo(bench, "fake", fake_files, args.lines, seed=43),
+                        embedder="fake",
+                        processes=processes,
+                        threads=4,
+                    )
+                    rows.append({"processes": processes, "local_threads": int(threads), "real": real, "fake": fake})
+                    print(f"   scaling {processes}: {json.dumps(rows[-1])}", flush=True)
+                done("scaling", rows)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(table(results))
+    out_dir = ROOT / "bench" / "results"
+    stamp = results["started"].replace(":", "").replace("-", "")
+    for out in (out_dir / f"bench_{stamp}.json", out_dir / "latest.json"):
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"written bench/results/bench_{stamp}.json")
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+    if "embedder" in results:
+        e = results["embedder"]
+        rows.append((f"raw embedder ({e['runtime']}, batch {e['best_batch']})", f"{e['chunks_per_second']} chunks/s"))
+    if "embedder_fp32" in results:
+        e = results["embedder_fp32"]
+        rows.append((f"raw embedder (fp32, batch {e['best_batch']})", f"{e['chunks_per_second']} chunks/s"))
+    if "pipeline" in results:
+        p = results["pipeline"]
+        rows.append(("pipeline, real model", f"{p['chunks_per_second']} chunks/s, {p['files_per_second']} files/s"))
+        rows.append(("pipeline / raw (target >= 0.85)", str(p["ratio_to_raw"])))
+        rows.append(("peak RSS server / workers (MiB)", f"{p['server_peak_rss_mib']} / {p['worker_peak_rss_mib']}"))
+    if "pipeline_fp32_batch64" in results:
+        p = results["pipeline_fp32_batch64"]
+        rows.append(("pipeline, fp32 batch 64 (before)", f"{p['chunks_per_second']} chunks/s"))
+        rows.append(("pipeline / raw fp32 (before)", str(p["ratio_to_raw_fp32"])))
+    if "orchestration" in results:
+        o = results["orchestration"]
+        rows.append(("zero-cost embedder", f"{o['chunks_per_second']} chunks/s, {o['files_per_second']} files/s"))
+    if "latency" in results:
+        lat = results["latency"]
+        keys = ("creation", "status_with_3_running", "cancel_ack", "cancel_to_cancelled")
+        rows.extend((f"{key} p50 / p95", f"{lat[key]['p50_ms']} / {lat[key]['p95_ms']} ms") for key in keys)
+    if "resume" in results:
+        r = results["resume"]
+        after = f"{r['running_after_restart_s']} / {r['progress_after_restart_s']} s"
+        rows.append(("resume: running / progress after restart", after))
+        rows.append(("duplicate embedding work", f"{r['duplicate_work_percent']} %"))
+    for key, value in results.items():
+        if key.startswith("search_"):
+            rows.append((f"search p50 / p95 at {value['chunks']} chunks", f"{value['p50_ms']} / {value['p95_ms']} ms"))
+            rows.append((f"HNSW recall@10 at {value['chunks']}", str(value["hnsw_recall_at_10"])))
+    rows.extend(
+        (
+            f"{row['processes']} worker processes",
+            f"real {row['real']['chunks_per_second']} chunks/s; fake {row['fake']['chunks_per_second']} chunks/s",
+        )
+        for row in results.get("scaling", [])
+    )
+    width = max((len(name) for name, _ in rows), default=10)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Boot code shared by the benchmarks: embedded PostgreSQL, RabbitMQ vhosts, the fake embedding server,
+fresh databases, and the real process stack (``tests.integration.stack.Stack``).
+
+Everything started here is stopped by the context manager that started it, by process id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from models.settings import Settings
+from tests.integration.stack import REPO_ROOT, Stack, free_port
+
+ROOT = REPO_ROOT
+
+
+@dataclass
+class BenchEnvironment:
+    """One embedded PostgreSQL and a RabbitMQ vhost per :meth:`stack`, all under ``work``."""
+
+    work: Path
+    server_url: str  # postgresql://... of the embedded server (its default database)
+    vhosts: list[str] = field(default_factory=list)
+    fake: subprocess.Popen[bytes] | None = None
+    fake_url: str = ""
+
+    def fresh_database(self) -> str:
+        """A new empty database on the embedded server (so no embedding cache carries over)."""
+        import asyncpg
+
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(self.server_url.replace("+asyncpg", ""))
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        base, _, _ = self.server_url.rpartition("/")
+        return f"{base}/{name}"
+
+    def fresh_vhost(self) -> str:
+        vhost = f"cbm-bench-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+        self.vhosts.append(vhost)
+        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60&connection_attempts=5&retry_delay=1"
+
+    def start_fake_embedder(self) -> str:
+        """The tests' deterministic Ollama-compatible server (no delay unless set through :func:`control`)."""
+        if self.fake is None:
+            self.fake = subprocess.Popen(
+                [sys.executable, "-m", "tests.fixtures.fake_embedding_server", "--port", "0", "--dimension", "384"],
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            assert self.fake.stdout is not None
+            line = self.fake.stdout.readline().decode().strip()
+            if not line.startswith("LISTENING "):
+                raise RuntimeError(f"fake embedding server did not start: {line!r}")
+            self.fake_url = line.split(" ", 1)[1]
+        return self.fake_url
+
+    def env(self, *, embedder: str, **extra: str) -> dict[str, str]:
+        """Environment of one stack: a fresh database and vhost; ``embedder`` is ``local`` or ``fake``."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
+        env.update(
+            {
+                "CODEBASE_MCP_DATABASE_URL": self.fresh_database(),
+                "CODEBASE_MCP_BROKER_URL": self.fresh_vhost(),
+                "CODEBASE_MCP_LOG_LEVEL": "WARNING",
+                "dramatiq_prom_db": tempfile.mkdtemp(prefix="prom-", dir=self.work),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if embedder == "fake":
+            env.update(
+                {
+                    "CODEBASE_MCP_EMBEDDER": "ollama",
+                    "CODEBASE_MCP_OLLAMA_URL": self.start_fake_embedder(),
+                    "CODEBASE_MCP_OLLAMA_MODEL": "fake-deterministic",
+                    "CODEBASE_MCP_OLLAMA_DIMENSION": "384",
+                }
+            )
+        else:
+            env["CODEBASE_MCP_EMBEDDER"] = "local"
+        env.update({f"CODEBASE_MCP_{key.upper()}": value for key, value in extra.items()})
+        return env
+
+    def stack(self, env: dict[str, str], *, processes: int, threads: int) -> Stack:
+        log_dir = Path(tempfile.mkdtemp(prefix="logs-", dir=self.work))
+        return Stack(env=env, log_dir=log_dir, worker_processes=processes, worker_threads=threads)
+
+
+@contextlib.contextmanager
+def bench_environment(keep: bool = False) -> Iterator[BenchEnvironment]:
+    work = Path(tempfile.mkdtemp(prefix="cbm-bench-"))
+    # Its own top-level temp dir: PostgreSQL runs as another user and must reach the folder.
+    data_dir = Path(tempfile.mkdtemp(prefix="cbm-bench-pg-"))
+    bench = BenchEnvironment(work=work, server_url=ensure_embedded_postgres(data_dir, free_port()))
+    try:
+        yield bench
+    finally:
+        if bench.fake is not None:
+            bench.fake.terminate()
+            bench.fake.wait(timeout=10)
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        for vhost in bench.vhosts:
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def control(fake_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /control of the fake embedding server; returns its stats."""
+    request = urllib.request.Request(
+        f"{fake_url}/control", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return dict(json.loads(reply.read()))
+
+
+def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:
+    """The texts the pipeline would embed for ``count`` chunks of ``repo`` (random files, seed 7)."""
+    from actors.chunking import embedding_text
+    from actors.pipeline import read_and_chunk
+
+    files = sorted(str(path.relative_to(repo)) for path in repo.rglob("*.py"))
+    random.Random(7).shuffle(files)
+    payload = read_and_chunk(repo, [{"path": path} for path in files[:count]], settings)
+    texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
+    return texts[:count]
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a live process, in MiB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live process ids of process group ``pgid`` (a stack's server or its dramatiq master + workers)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    members.append(int(entry.name))
+    return sorted(members)
