@@ -265,6 +265,21 @@ async def wait_for_embedder(
         logger.warning("embedding service %s unavailable; job blocked %.0f s, retry in %.1f s", name, waited, delay)
 
 
+#: Column order of the records :func:`store_batch` copies into ``chunks``.
+CHUNK_COPY_COLUMNS = (
+    "file_id",
+    "repository_id",
+    "ordinal",
+    "start_line",
+    "end_line",
+    "language",
+    "symbol",
+    "content",
+    "header",
+    "embedding",
+)
+
+
 async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid.UUID, payload: dict[str, Any]) -> int:
     """Replace the batch's files and their chunks; returns the number of chunks written."""
     files = payload["files"]
@@ -310,18 +325,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
         await driver.copy_records_to_table(
             "chunks",
             records=records,
-            columns=[
-                "file_id",
-                "repository_id",
-                "ordinal",
-                "start_line",
-                "end_line",
-                "language",
-                "symbol",
-                "content",
-                "header",
-                "embedding",
-            ],
+            columns=CHUNK_COPY_COLUMNS,
         )
     return len(records)
 

@@ -290,6 +290,7 @@ async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[
     """Insert ``size`` chunks (deterministic clustered unit vectors) directly, then time real searches."""
     import asyncpg
 
+    from actors.pipeline import CHUNK_COPY_COLUMNS
     from server.service import IndexingService
 
     os.environ.update({"CODEBASE_MCP_DATABASE_URL": url, "CODEBASE_MCP_BROKER_URL": broker_url})
@@ -335,18 +336,7 @@ async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[
                 await conn.copy_records_to_table(
                     "chunks",
                     records=records,
-                    columns=[
-                        "file_id",
-                        "repository_id",
-                        "ordinal",
-                        "start_line",
-                        "end_line",
-                        "language",
-                        "symbol",
-                        "content",
-                        "header",
-                        "embedding",
-                    ],
+                    columns=CHUNK_COPY_COLUMNS,
                 )
             insert_seconds = time.perf_counter() - begin
             await conn.execute("ANALYZE chunks")

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.stack import sample_texts
+from bench.stack import sample_texts, spawn_workers
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
 from tests.fixtures.generate_test_repo import generate_repo
@@ -97,23 +97,7 @@ def main() -> int:
         texts = sample_texts(work / "repo", settings, args.sample)
         raw = asyncio.run(raw_throughput(texts, settings.embed_batch_size))
         print(f"raw embedder: {raw:.1f} chunks/s on {len(texts)} chunks (batch {settings.embed_batch_size})")
-        workers = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dramatiq",
-                "actors",
-                "--processes",
-                str(args.processes),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-            stdout=open(work / "workers.log", "wb"),  # noqa: SIM115 (the process owns it)
-            stderr=subprocess.STDOUT,
-        )
+        workers = spawn_workers(env, work / "workers.log", processes=args.processes, threads=args.threads)
         job = asyncio.run(run_job(work / "repo", settings))
         pipeline = job["chunks"] / job["seconds"]
         result = {

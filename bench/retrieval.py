@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.stack import spawn_workers
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
 from tests.integration.stack import free_port
@@ -306,23 +307,7 @@ def main() -> int:
     settings = Settings()
     workers = None
     try:
-        workers = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dramatiq",
-                "actors",
-                "--processes",
-                str(args.processes),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-            stdout=open(work / "workers.log", "wb"),  # noqa: SIM115 (the process owns it)
-            stderr=subprocess.STDOUT,
-        )
+        workers = spawn_workers(env, work / "workers.log", processes=args.processes, threads=args.threads)
         begin = time.perf_counter()
         measured = asyncio.run(index_and_search(repo, queries, settings, args.tune))
         result = {

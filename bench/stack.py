@@ -130,6 +130,18 @@ def bench_environment(keep: bool = False) -> Iterator[BenchEnvironment]:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def spawn_workers(env: dict[str, str], log: Path, *, processes: int, threads: int) -> subprocess.Popen[bytes]:
+    """``dramatiq actors`` in its own process group (so one kill reaches its forks), logging to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=open(log, "wb"),  # noqa: SIM115 (the process owns it)
+        stderr=subprocess.STDOUT,
+    )
+
+
 def control(fake_url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST /control of the fake embedding server; returns its stats."""
     request = urllib.request.Request(
