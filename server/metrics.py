@@ -142,7 +142,7 @@ async def _ledger_counts(engine: AsyncEngine) -> dict[str, int]:
         rows = await conn.execute(
             text(
                 "SELECT b.state, count(*) AS n FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
-                "WHERE j.status = 'running' AND b.state = ANY(:states) GROUP BY b.state"
+                "WHERE j.status IN ('running', 'blocked') AND b.state = ANY(:states) GROUP BY b.state"
             ),
             {"states": list(LEDGER_STATES)},
         )
