@@ -161,5 +161,5 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.setLevel(level.upper())
     # Chatty libraries stay at WARNING unless asked for DEBUG.
     if level.upper() != "DEBUG":
-        for name in ("pika", "httpx2", "httpcore2", "uvicorn.access", "sentence_transformers", "mcp"):
+        for name in ("pika", "httpx2", "httpcore2", "uvicorn.access", "transformers", "mcp", "alembic.runtime.plugins"):
             logging.getLogger(name).setLevel(logging.WARNING)

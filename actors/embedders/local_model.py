@@ -91,9 +91,14 @@ def load_model(requested: str, threads: int = 0) -> tuple[str, Any, Any]:
             # Never reach for a model hub: everything needed is in the wheel.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # A weight-loading progress bar on stderr would garble the CLI's own output.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             import torch
             from tokenizers import Tokenizer
             from transformers import AutoModel
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
 
             runtime = resolve_runtime(requested)
             if threads > 0:
