@@ -155,6 +155,28 @@ class Stack:
             await session.initialize()
             yield McpClient(session)
 
+    @asynccontextmanager
+    async def owned_client(self) -> AsyncIterator[McpClient]:
+        """A session opened and closed by one task of its own, whichever tasks enter and leave this.
+
+        For fixtures: pytest may finish an async fixture in another task than the one that started
+        it, and the MCP client's anyio scopes must exit in the task that entered them.
+        """
+        ready: asyncio.Future[McpClient] = asyncio.get_running_loop().create_future()
+        done = asyncio.Event()
+
+        async def own() -> None:
+            async with self.client() as session:
+                ready.set_result(session)
+                await done.wait()
+
+        owner = asyncio.create_task(own())
+        try:
+            yield await asyncio.wait_for(asyncio.shield(ready), timeout=30)
+        finally:
+            done.set()
+            await owner
+
 
 async def _open_streams(stack: AsyncExitStack, url: str) -> tuple[Any, Any]:
     streams = await stack.enter_async_context(streamable_http_client(url))

@@ -129,25 +129,14 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
 
 @pytest.fixture
 async def client(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[McpClient]:
-    """An MCP session owned by one task for its whole life (anyio scopes must exit where they entered)."""
+    """An MCP session for one test (see :meth:`Stack.owned_client`)."""
     callspec = getattr(request.node, "callspec", None)
     if callspec is not None and "sizes" in callspec.params:
         # Generate the repositories before the session opens, so that a test's first call is not
         # made on a session that sat idle through a minute of file generation.
         repos_for(callspec.params["sizes"])
-    ready: asyncio.Future[McpClient] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def own() -> None:
-        async with stack.client() as session:
-            ready.set_result(session)
-            await done.wait()
-
-    owner = asyncio.create_task(own())
-    session = await asyncio.wait_for(asyncio.shield(ready), timeout=30)
-    yield session
-    done.set()
-    await owner
+    async with stack.owned_client() as session:
+        yield session
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ A baseline repository is indexed first; every test ends by checking that its ``f
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -96,20 +95,9 @@ def stack(base_env: dict[str, str], make_vhost: Any, tree: Tree) -> Iterator[Sta
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[McpClient]:
-    """An MCP session owned by one task for its whole life (anyio scopes must exit where they entered)."""
-    ready: asyncio.Future[McpClient] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def own() -> None:
-        async with stack.client() as session:
-            ready.set_result(session)
-            await done.wait()
-
-    owner = asyncio.create_task(own())
-    session = await asyncio.wait_for(asyncio.shield(ready), timeout=30)
-    yield session
-    done.set()
-    await owner
+    """An MCP session for one test (see :meth:`Stack.owned_client`)."""
+    async with stack.owned_client() as session:
+        yield session
 
 
 async def finish(client: McpClient, job_id: str, timeout: float = 300) -> dict[str, Any]:

@@ -157,20 +157,9 @@ async def sdb(search_database: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[McpClient]:
-    """An MCP session owned by one task for its whole life (anyio scopes must exit where they entered)."""
-    ready: asyncio.Future[McpClient] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def own() -> None:
-        async with stack.client() as session:
-            ready.set_result(session)
-            await done.wait()
-
-    owner = asyncio.create_task(own())
-    session = await asyncio.wait_for(asyncio.shield(ready), timeout=30)
-    yield session
-    done.set()
-    await owner
+    """An MCP session for one test (see :meth:`Stack.owned_client`)."""
+    async with stack.owned_client() as session:
+        yield session
 
 
 @pytest.fixture(scope="module")
