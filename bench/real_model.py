@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.stack import sample_texts, spawn_workers
+from bench.stack import sample_texts, spawn_workers, stop_workers
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
 from tests.fixtures.generate_test_repo import generate_repo
@@ -118,8 +117,7 @@ def main() -> int:
         return 0
     finally:
         if workers is not None:
-            os.killpg(workers.pid, signal.SIGTERM)
-            workers.wait(timeout=60)
+            stop_workers(workers)
         stop_embedded_postgres(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)

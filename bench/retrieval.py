@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stack import spawn_workers
+from bench.stack import spawn_workers, stop_workers
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
 from tests.integration.stack import free_port
@@ -329,12 +329,7 @@ def main() -> int:
         return 0
     finally:
         if workers is not None:
-            os.killpg(workers.pid, signal.SIGTERM)
-            try:
-                workers.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # an embed call in flight; nothing of it is needed any more
-                os.killpg(workers.pid, signal.SIGKILL)
-                workers.wait(timeout=30)
+            stop_workers(workers)
         stop_embedded_postgres(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)

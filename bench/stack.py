@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,16 @@ def spawn_workers(env: dict[str, str], log: Path, *, processes: int, threads: in
         stdout=open(log, "wb"),  # noqa: SIM115 (the process owns it)
         stderr=subprocess.STDOUT,
     )
+
+
+def stop_workers(workers: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker group; SIGKILL it if an embed call in flight keeps it past a minute."""
+    os.killpg(workers.pid, signal.SIGTERM)
+    try:
+        workers.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # nothing of the call in flight is needed any more
+        os.killpg(workers.pid, signal.SIGKILL)
+        workers.wait(timeout=30)
 
 
 def control(fake_url: str, body: dict[str, Any]) -> dict[str, Any]:
