@@ -163,7 +163,9 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
         if digest not in known:
             missing.setdefault(digest, body)
     todo = list(missing.items())
-    step = res.settings.embed_batch_size
+    # Equal calls (150 texts at 128 → 75 + 75, not 128 + 22): a small last call wastes the model.
+    calls = -(-len(todo) // res.settings.embed_batch_size)
+    step = -(-len(todo) // calls) if calls else 1
     for start in range(0, len(todo), step):
         if start:
             async with res.engine.connect() as conn:

@@ -36,7 +36,12 @@ class Settings(BaseSettings):
         description="RabbitMQ URL for Dramatiq.",
     )
     embedder: Literal["local", "ollama"] = Field(default="local", description="Embedding backend.")
-    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per embedder call.")
+    embed_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Texts per embedder call (also the work a crash can lose per embed slot).",
+    )
     embed_concurrency: int = Field(
         default=1, ge=1, le=64, description="Batches one worker process embeds at once (the model is the limit)."
     )
@@ -45,7 +50,10 @@ class Settings(BaseSettings):
         description="Numerics of the local model: auto (GPU, else bf16 where the CPU has it natively, else fp32).",
     )
     local_batch_size: int = Field(
-        default=32, ge=1, le=1024, description="Texts per forward pass of the local model (its fastest on CPU)."
+        default=16,
+        ge=1,
+        le=1024,
+        description="Texts per length-sorted forward pass of the local model (its fastest on CPU).",
     )
     local_threads: int = Field(
         default=0, ge=0, le=256, description="CPU threads of the local model per worker process; 0: torch's default."
@@ -64,8 +72,10 @@ class Settings(BaseSettings):
         description="A job waiting (blocked) this long for an unreachable embedding service fails, naming it.",
     )
     max_concurrent_jobs: int = Field(default=3, ge=1, description="Jobs running at once; the rest wait as pending.")
-    batch_size: int = Field(default=25, ge=1, le=1000, description="Files per ledger batch.")
-    batch_max_bytes: int = Field(default=1_000_000, ge=1024, description="Source bytes per batch (bounds messages).")
+    batch_size: int = Field(default=100, ge=1, le=1000, description="Files per ledger batch.")
+    batch_max_bytes: int = Field(
+        default=262_144, ge=1024, description="Source bytes per batch (bounds messages and a batch's embedding time)."
+    )
     batches_in_flight: int = Field(default=6, ge=1, description="Batches of one job dispatched but not recorded.")
     max_file_bytes: int = Field(default=1_000_000, ge=1, description="Larger files are skipped and reported.")
     chunk_lines: int = Field(default=40, ge=5, description="Lines per line-window chunk.")

@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from models.settings import Settings
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient, Stack, ToolCallError, wait_for
 
@@ -409,7 +410,9 @@ async def test_restart_recovery(sizes: Sizes, stack: Stack, db: asyncpg.Pool, fa
     # Lost work is bounded by what was in the embedder's hands when the processes died: one call
     # of EMBED_BATCH_SIZE texts per embed slot. That is a constant, so the percentage shrinks with
     # the repository; the quickstart's 1 % is asserted at its own size (15,000 files).
-    in_hands = stack.worker_processes * 1 * 64  # processes x EMBED_CONCURRENCY x EMBED_BATCH_SIZE
+    # The stack runs on the settings' defaults (base_env drops every CODEBASE_MCP_ tuning variable).
+    defaults = Settings.model_fields
+    in_hands = stack.worker_processes * defaults["embed_concurrency"].default * defaults["embed_batch_size"].default
     assert served - needed <= in_hands
     if sizes is SCALE:
         assert duplicate_texts < 1.0

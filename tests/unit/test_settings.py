@@ -13,7 +13,7 @@ from models.settings import Settings
 
 def test_defaults_without_environment() -> None:
     settings = Settings()
-    assert settings.batch_size == 25
+    assert settings.batch_size == 100
     assert settings.embedder == "local"
     assert settings.allowed_roots == []
 
@@ -42,7 +42,7 @@ def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("BATCH_SIZE", "3")
     monkeypatch.setenv("EMBEDDER", "ollama")
     settings = Settings()
-    assert settings.batch_size == 25
+    assert settings.batch_size == 100
     assert settings.embedder == "local"
 
 
