@@ -22,50 +22,18 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
 
-from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from bench.stack import ROOT, bench_environment, control
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import McpClient, Stack, ToolCallError, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-DIMENSION = 384
-
-
-def start_embedding_server(delay_ms_per_text: float) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fixtures.fake_embedding_server",
-            "--port",
-            "0",
-            "--dimension",
-            str(DIMENSION),
-            "--delay-ms-per-text",
-            str(delay_ms_per_text),
-        ],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    if not line.startswith("LISTENING "):
-        raise RuntimeError(f"embedding server did not start: {line!r}")
-    return process, line.split(" ", 1)[1]
+from tests.integration.stack import McpClient, Stack, ToolCallError
 
 
 def family(pid: int) -> list[psutil.Process]:
@@ -263,53 +231,28 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="cbm-load-"))
-    vhost = f"cbm-load-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-load-pg-"))
-    database_url = ensure_embedded_postgres(data_dir, free_port())
-    embedder, embed_url = start_embedding_server(args.delay_ms)
-    prom_dir = work / "prom"
-    prom_dir.mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
-    env.update(
-        {
-            "CODEBASE_MCP_DATABASE_URL": database_url,
-            "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
-            "CODEBASE_MCP_EMBEDDER": "ollama",
-            "CODEBASE_MCP_OLLAMA_URL": embed_url,
-            "CODEBASE_MCP_OLLAMA_MODEL": "fake-deterministic",
-            "CODEBASE_MCP_OLLAMA_DIMENSION": str(DIMENSION),
-            "CODEBASE_MCP_MAX_CONCURRENT_JOBS": str(args.jobs),
-            "dramatiq_prom_db": str(prom_dir),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    (work / "logs").mkdir()
-    stack = Stack(env=env, log_dir=work / "logs", worker_processes=args.processes, worker_threads=args.threads)
-    try:
-        repos = []
-        for index in range(args.jobs):
-            repo = work / f"repo-{index}"
-            generate_repo(repo, args.files, args.lines, seed=100 + index)
-            repos.append(repo)
-        stack.start_workers()
-        stack.start_server()
-        result = asyncio.run(measure(stack, repos, args, database_url))
-        result.update({"files_per_job": args.files, "delay_ms_per_text": args.delay_ms, "jobs_count": args.jobs})
-        print(json.dumps(result, indent=2))
-        out: Path = args.out
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"written to {out}; logs in {work / 'logs'}", file=sys.stderr)
-        return 0 if result["errors"] == 0 else 1
-    finally:
-        stack.stop()
-        embedder.terminate()
-        embedder.wait(timeout=10)
-        stop_embedded_postgres(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
+    # keep: the logs (and the generated repositories) stay for a look afterwards.
+    with bench_environment(keep=True) as bench:
+        control(bench.start_fake_embedder(), {"delay_ms_per_text": args.delay_ms})
+        env = bench.env(embedder="fake", log_level=None, max_concurrent_jobs=str(args.jobs))
+        stack = bench.stack(env, processes=args.processes, threads=args.threads)
+        try:
+            repos = []
+            for index in range(args.jobs):
+                repo = bench.work / f"repo-{index}"
+                generate_repo(repo, args.files, args.lines, seed=100 + index)
+                repos.append(repo)
+            stack.start_workers()
+            stack.start_server()
+            result = asyncio.run(measure(stack, repos, args, env["CODEBASE_MCP_DATABASE_URL"]))
+            result.update({"files_per_job": args.files, "delay_ms_per_text": args.delay_ms, "jobs_count": args.jobs})
+            print(json.dumps(result, indent=2))
+            out: Path = args.out
+            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            print(f"written to {out}; logs in {stack.log_dir}", file=sys.stderr)
+            return 0 if result["errors"] == 0 else 1
+        finally:
+            stack.stop()
 
 
 if __name__ == "__main__":

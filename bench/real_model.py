@@ -14,22 +14,14 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.stack import sample_texts, spawn_workers, stop_workers
-from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from bench.stack import ROOT, bench_environment, sample_texts, spawn_workers, stop_workers
 from models.settings import Settings
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def raw_throughput(texts: list[str], batch_size: int) -> float:
@@ -73,55 +65,42 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="cbm-bench-"))
-    vhost = f"cbm-bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
-    # Its own top-level temp dir: PostgreSQL runs as another user and must reach the folder.
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-bench-pg-"))
-    url = ensure_embedded_postgres(data_dir, free_port())
-    env = {
-        **os.environ,
-        "CODEBASE_MCP_DATABASE_URL": url,
-        "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
-        "CODEBASE_MCP_EMBEDDER": "local",
-        "dramatiq_queue_prefetch": str(args.threads),
-    }
-    os.environ.update({key: value for key, value in env.items() if key.startswith("CODEBASE_MCP_")})
-    settings = Settings()
-    workers = None
-    try:
-        stats = generate_repo(work / "repo", args.files, args.lines, seed=42)
-        print(f"repository: {stats.files} files, {stats.total_lines} lines, {stats.total_bytes / 1e6:.1f} MB")
-        texts = sample_texts(work / "repo", settings, args.sample)
-        raw = asyncio.run(raw_throughput(texts, settings.embed_batch_size))
-        print(f"raw embedder: {raw:.1f} chunks/s on {len(texts)} chunks (batch {settings.embed_batch_size})")
-        workers = spawn_workers(env, work / "workers.log", processes=args.processes, threads=args.threads)
-        job = asyncio.run(run_job(work / "repo", settings))
-        pipeline = job["chunks"] / job["seconds"]
-        result = {
-            "files": job["files"],
-            "chunks": job["chunks"],
-            "seconds": round(job["seconds"], 1),
-            "files_per_second": round(job["files"] / job["seconds"], 2),
-            "chunks_per_second": round(pipeline, 2),
-            "raw_embedder_chunks_per_second": round(raw, 2),
-            "ratio": round(pipeline / raw, 3),
-            "avg_lines": args.lines,
-            "worker_processes": args.processes,
-            "worker_threads": args.threads,
-        }
-        print(json.dumps(result, indent=2))
-        out = ROOT / "bench" / "results" / f"real_model_{args.files}.json"
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        return 0
-    finally:
-        if workers is not None:
-            stop_workers(workers)
-        stop_embedded_postgres(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_environment() as bench:
+        work = bench.work
+        # This process's own CODEBASE_MCP_* variables apply too, under the ones set here.
+        env = {**os.environ, **bench.env(embedder="local", log_level=None)}
+        env["dramatiq_queue_prefetch"] = str(args.threads)
+        os.environ.update({key: value for key, value in env.items() if key.startswith("CODEBASE_MCP_")})
+        settings = Settings()
+        workers = None
+        try:
+            stats = generate_repo(work / "repo", args.files, args.lines, seed=42)
+            print(f"repository: {stats.files} files, {stats.total_lines} lines, {stats.total_bytes / 1e6:.1f} MB")
+            texts = sample_texts(work / "repo", settings, args.sample)
+            raw = asyncio.run(raw_throughput(texts, settings.embed_batch_size))
+            print(f"raw embedder: {raw:.1f} chunks/s on {len(texts)} chunks (batch {settings.embed_batch_size})")
+            workers = spawn_workers(env, work / "workers.log", processes=args.processes, threads=args.threads)
+            job = asyncio.run(run_job(work / "repo", settings))
+            pipeline = job["chunks"] / job["seconds"]
+            result = {
+                "files": job["files"],
+                "chunks": job["chunks"],
+                "seconds": round(job["seconds"], 1),
+                "files_per_second": round(job["files"] / job["seconds"], 2),
+                "chunks_per_second": round(pipeline, 2),
+                "raw_embedder_chunks_per_second": round(raw, 2),
+                "ratio": round(pipeline / raw, 3),
+                "avg_lines": args.lines,
+                "worker_processes": args.processes,
+                "worker_threads": args.threads,
+            }
+            print(json.dumps(result, indent=2))
+            out = ROOT / "bench" / "results" / f"real_model_{args.files}.json"
+            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            return 0
+        finally:
+            if workers is not None:
+                stop_workers(workers)
 
 
 if __name__ == "__main__":

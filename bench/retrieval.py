@@ -22,25 +22,18 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stack import spawn_workers, stop_workers
-from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from bench.stack import ROOT, bench_environment, spawn_workers, stop_workers
 from models.settings import Settings
-from tests.integration.stack import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 MODES = ("vector", "text", "hybrid")
 TOP_K = 10
 #: Not code a reader would search, or generated tables; keeps the run's size near 6,000 chunks.
@@ -280,60 +273,45 @@ def main() -> int:
     # A SIGTERM (or a SIGINT to a background run, which ignores it) must still stop the workers and the database.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
-    work = Path(tempfile.mkdtemp(prefix="cbm-retrieval-"))
-    repo = work / "stdlib"
-    queries = build_corpus(repo, args.modules)
-    available = len(queries)
-    queries = sorted(random.Random(11).sample(queries, min(args.queries, available)), key=lambda q: q.function)
-    lines = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in repo.rglob("*.py"))
-    print(f"corpus: {sum(1 for _ in repo.rglob('*.py'))} modules, {lines} lines; {len(queries)} of {available} queries")
+    with bench_environment() as bench:
+        repo = bench.work / "stdlib"
+        queries = build_corpus(repo, args.modules)
+        available = len(queries)
+        queries = sorted(random.Random(11).sample(queries, min(args.queries, available)), key=lambda q: q.function)
+        lines = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in repo.rglob("*.py"))
+        modules = sum(1 for _ in repo.rglob("*.py"))
+        print(f"corpus: {modules} modules, {lines} lines; {len(queries)} of {available} queries")
 
-    vhost = f"cbm-retrieval-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
-    # Its own top-level temp dir: PostgreSQL runs as another user and must reach the folder.
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-retrieval-pg-"))
-    url = ensure_embedded_postgres(data_dir, free_port())
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "CODEBASE_MCP_DATABASE_URL": url,
-        "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
-        "CODEBASE_MCP_EMBEDDER": "local",
-        "CODEBASE_MCP_ALLOWED_ROOTS": "",
-        "dramatiq_queue_prefetch": str(args.threads),
-    }
-    os.environ.update({key: value for key, value in env.items() if key.startswith("CODEBASE_MCP_")})
-    settings = Settings()
-    workers = None
-    try:
-        workers = spawn_workers(env, work / "workers.log", processes=args.processes, threads=args.threads)
-        begin = time.perf_counter()
-        measured = asyncio.run(index_and_search(repo, queries, settings, args.tune))
-        result = {
-            "corpus": {
-                "python": sys.version.split()[0],
-                "modules": sum(1 for _ in repo.rglob("*.py")),
-                "lines": lines,
-                "queries_available": available,
-                "queries": len(queries),
-            },
-            **measured,
-            "embedder": "local all-MiniLM-L6-v2",
-            "top_k": TOP_K,
-            "total_seconds": round(time.perf_counter() - begin, 1),
-        }
-        print(json.dumps(result, indent=2))
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        return 0
-    finally:
-        if workers is not None:
-            stop_workers(workers)
-        stop_embedded_postgres(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        # This process's own CODEBASE_MCP_* variables apply too, under the ones set here.
+        env = {**os.environ, **bench.env(embedder="local", log_level=None, allowed_roots="")}
+        env.update({"PYTHONPATH": str(ROOT), "dramatiq_queue_prefetch": str(args.threads)})
+        os.environ.update({key: value for key, value in env.items() if key.startswith("CODEBASE_MCP_")})
+        settings = Settings()
+        workers = None
+        try:
+            workers = spawn_workers(env, bench.work / "workers.log", processes=args.processes, threads=args.threads)
+            begin = time.perf_counter()
+            measured = asyncio.run(index_and_search(repo, queries, settings, args.tune))
+            result = {
+                "corpus": {
+                    "python": sys.version.split()[0],
+                    "modules": sum(1 for _ in repo.rglob("*.py")),
+                    "lines": lines,
+                    "queries_available": available,
+                    "queries": len(queries),
+                },
+                **measured,
+                "embedder": "local all-MiniLM-L6-v2",
+                "top_k": TOP_K,
+                "total_seconds": round(time.perf_counter() - begin, 1),
+            }
+            print(json.dumps(result, indent=2))
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            return 0
+        finally:
+            if workers is not None:
+                stop_workers(workers)
 
 
 if __name__ == "__main__":

@@ -80,18 +80,24 @@ class BenchEnvironment:
             self.fake_url = line.split(" ", 1)[1]
         return self.fake_url
 
-    def env(self, *, embedder: str, **extra: str) -> dict[str, str]:
-        """Environment of one stack: a fresh database and vhost; ``embedder`` is ``local`` or ``fake``."""
+    def env(self, *, embedder: str, log_level: str | None = "WARNING", **extra: str) -> dict[str, str]:
+        """Environment of one stack: a fresh database and vhost; ``embedder`` is ``local`` or ``fake``.
+
+        None of this process's ``CODEBASE_MCP_*`` variables; ``log_level=None`` sets no level (the
+        settings' default); ``extra`` are settings: ``max_concurrent_jobs="5"`` is
+        ``CODEBASE_MCP_MAX_CONCURRENT_JOBS=5``.
+        """
         env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
         env.update(
             {
                 "CODEBASE_MCP_DATABASE_URL": self.fresh_database(),
                 "CODEBASE_MCP_BROKER_URL": self.fresh_vhost(),
-                "CODEBASE_MCP_LOG_LEVEL": "WARNING",
                 "dramatiq_prom_db": tempfile.mkdtemp(prefix="prom-", dir=self.work),
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if log_level is not None:
+            env["CODEBASE_MCP_LOG_LEVEL"] = log_level
         if embedder == "fake":
             env.update(
                 {
