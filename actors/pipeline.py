@@ -162,7 +162,9 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
     for digest, body in zip(hashes, texts, strict=True):
         if digest not in known:
             missing.setdefault(digest, body)
-    todo = list(missing.items())
+    # Longest first, so each call holds texts of similar length and the model pads little; the
+    # batch is sorted as a whole while a crash still loses at most one call.
+    todo = sorted(missing.items(), key=lambda item: -len(item[1]))
     # Equal calls (150 texts at 128 → 75 + 75, not 128 + 22): a small last call wastes the model.
     calls = -(-len(todo) // res.settings.embed_batch_size)
     step = -(-len(todo) // calls) if calls else 1
