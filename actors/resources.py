@@ -79,7 +79,7 @@ class WorkerResources(Middleware):
 
             threading.Thread(
                 target=load_model,
-                args=(self.settings.local_runtime, self.settings.local_threads, self.settings.local_compile),
+                args=(self.settings.local_runtime, self.settings.local_threads),
                 name="preload-model",
                 daemon=True,
             ).start()

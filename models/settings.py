@@ -55,10 +55,6 @@ class Settings(BaseSettings):
         le=1024,
         description="Texts per length-sorted forward pass of the local model (its fastest on CPU).",
     )
-    local_compile: bool = Field(
-        default=False,
-        description="torch.compile the local model at worker boot: ~15 % faster, 20-30 s of compiling first.",
-    )
     local_threads: int = Field(
         default=0, ge=0, le=256, description="CPU threads of the local model per worker process; 0: torch's default."
     )

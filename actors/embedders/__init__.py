@@ -51,7 +51,6 @@ def build_embedder(settings: Settings, dimension: int) -> Embedder:
             batch_size=settings.local_batch_size,
             runtime=settings.local_runtime,
             threads=settings.local_threads,
-            compiled=settings.local_compile,
         )
     return OllamaEmbedder(
         url=settings.ollama_url,

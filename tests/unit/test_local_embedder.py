@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import numpy as np
 import pytest
 
 from actors.embedders import build_embedder
-from actors.embedders.local_model import (
-    CompiledModel,
-    LocalModelEmbedder,
-    compile_model,
-    cpu_has_native_bf16,
-    resolve_runtime,
-)
+from actors.embedders.local_model import LocalModelEmbedder, cpu_has_native_bf16, resolve_runtime
 from models.settings import Settings
 
 pytestmark = pytest.mark.real_model
@@ -91,42 +82,3 @@ def test_bad_runtime_setting_is_a_validation_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CODEBASE_MCP_LOCAL_RUNTIME", "int8")
     with pytest.raises(pydantic.ValidationError, match="local_runtime"):
         Settings()
-
-
-class _RecordingModel:
-    """Stands in for a compiled model: records the rows it was given, echoes ids as hidden states."""
-
-    def __init__(self) -> None:
-        self.rows: list[int] = []
-
-    def __call__(self, *, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-        self.rows.append(int(input_ids.shape[0]))
-        return SimpleNamespace(last_hidden_state=input_ids.float().unsqueeze(-1))
-
-
-def test_compiled_model_is_never_called_with_one_row() -> None:
-    import torch
-
-    inner = _RecordingModel()
-    ids = torch.tensor([[101, 7, 102]])
-    out = CompiledModel(inner)(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=0 * ids)
-    assert inner.rows == [2]  # a one-row shape would cost a second compile
-    assert out.last_hidden_state.shape == (1, 3, 1)
-    assert out.last_hidden_state[0, :, 0].tolist() == [101.0, 7.0, 102.0]
-
-
-def test_a_model_that_fails_to_compile_is_kept_uncompiled(caplog: pytest.LogCaptureFixture) -> None:
-    import torch
-
-    class Broken(torch.nn.Module):
-        def forward(self, **_: Any) -> Any:
-            raise RuntimeError("no C compiler found")
-
-    model = Broken()
-    assert compile_model(model, "fp32") is model
-    assert "no C compiler found" in caplog.text
-
-
-def test_compiled_model_gives_the_reference_vectors(reference: np.ndarray) -> None:
-    vectors = LocalModelEmbedder(batch_size=2, runtime="fp32", compiled=True).encode(TEXTS)
-    assert ((vectors * reference).sum(axis=1) > 0.9999).all()
