@@ -147,6 +147,21 @@ async def _job_status(conn: AsyncConnection, job: uuid.UUID) -> str | None:
     return await conn.scalar(text("SELECT status FROM indexing_jobs WHERE id = :id"), {"id": job})
 
 
+def plan_embedder_calls(items: list[tuple[bytes, str]], max_size: int) -> list[list[tuple[bytes, str]]]:
+    """``(hash, text)`` pairs cut into embedder calls of at most ``max_size``, longest texts first.
+
+    Sorted as a whole, each call holds texts of similar length, so the model pads little, while a
+    crash still loses at most one call. The calls are of equal size (100 texts at 64 → 50 + 50, not
+    64 + 36): a small last call wastes the model.
+    """
+    ordered = sorted(items, key=lambda item: -len(item[1]))
+    if not ordered:
+        return []
+    calls = -(-len(ordered) // max_size)
+    size = -(-len(ordered) // calls)
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
 async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list[str]) -> Vectors | None:
     """Vectors for ``texts``: cached ones from the database, the rest from the embedder.
 
@@ -162,18 +177,12 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
     for digest, body in zip(hashes, texts, strict=True):
         if digest not in known:
             missing.setdefault(digest, body)
-    # Longest first, so each call holds texts of similar length and the model pads little; the
-    # batch is sorted as a whole while a crash still loses at most one call.
-    todo = sorted(missing.items(), key=lambda item: -len(item[1]))
-    # Equal calls (150 texts at 128 → 75 + 75, not 128 + 22): a small last call wastes the model.
-    calls = -(-len(todo) // res.settings.embed_batch_size)
-    step = -(-len(todo) // calls) if calls else 1
-    for start in range(0, len(todo), step):
-        if start:
+    calls = plan_embedder_calls(list(missing.items()), res.settings.embed_batch_size)
+    for number, part in enumerate(calls):
+        if number:
             async with res.engine.connect() as conn:
                 if await _job_status(conn, job) not in jobs.LIVE_STATUSES:
                     return None
-        part = todo[start : start + step]
         vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
         async with res.engine.begin() as conn:
             # The backend answered: a job blocked on it runs again (job row first: the lock order).
@@ -182,8 +191,8 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
             await ledger.count_embedded(conn, job, batch_no, embedded=len(part))
         known.update((digest, vector) for (digest, _), vector in zip(part, vectors, strict=True))
     async with res.engine.begin() as conn:
-        await ledger.count_embedded(conn, job, batch_no, cached=len(texts) - len(todo))
-    metrics.texts_needed(cached=len(texts) - len(todo), embedded=len(todo))
+        await ledger.count_embedded(conn, job, batch_no, cached=len(texts) - len(missing))
+    metrics.texts_needed(cached=len(texts) - len(missing), embedded=len(missing))
     if not texts:
         return np.zeros((0, res.embedder.dimension), dtype=np.float32)
     return np.stack([known[digest] for digest in hashes]).astype(np.float32, copy=False)

@@ -48,9 +48,7 @@ async def configured_dimension_async(settings: Settings) -> int:
 def build_embedder(settings: Settings, dimension: int) -> Embedder:
     if settings.embedder == "local":
         return LocalModelEmbedder(
-            batch_size=settings.local_batch_size,
-            runtime=settings.local_runtime,
-            threads=settings.local_threads,
+            batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
         )
     return OllamaEmbedder(
         url=settings.ollama_url,
