@@ -178,6 +178,11 @@ def control(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(json.loads(reply.read()))
 
 
+def embedder_working(url: str) -> None:
+    """The test embedding server answering again at the matrix's pace, its counters at zero."""
+    control(url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+
+
 def make_repo(root: Path, seed: int, files: int = REPO_FILES) -> Path:
     """A fresh repository: its own seed, so that no text is already in the embedding cache."""
     path = root / f"repo-{seed}"
@@ -232,10 +237,15 @@ async def start_job(stack: Stack, repo: Path, name: str) -> str:
     return str(started["job_id"])
 
 
+async def job_status(db: Db, job_id: str) -> str | None:
+    status = await db.fetchval("SELECT status FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
+    return None if status is None else str(status)
+
+
 async def wait_terminal(db: Db, job_id: str, *, timeout: float = 600) -> str:
     async def ended() -> str | None:
-        status = await db.fetchval("SELECT status FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
-        return str(status) if status in TERMINAL else None
+        status = await job_status(db, job_id)
+        return status if status in TERMINAL else None
 
     result: str = await wait_for(ended, timeout=timeout, interval=0.2, what=f"job {job_id} to end")
     return result
@@ -328,7 +338,7 @@ async def test_sigkill_worker_of_each_stage(
     rng = random.Random(seed)
     spec = STAGES[stage]
     repo = make_repo(tmp_path, 1000 + list(STAGES).index(stage))
-    control(fake_embedding_url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+    embedder_working(fake_embedding_url)
     job_id = await start_job(stage_stack, repo, f"kill-{stage}")
     resume: list[float] = []
     holding = 0
@@ -380,10 +390,10 @@ async def test_sigkill_server_with_running_pending_and_cancelling_jobs(
     stage_stack: StageStack, faults_db: Db, fake_embedding_url: str, tmp_path: Path
 ) -> None:
     rng = random.Random()
-    control(fake_embedding_url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+    embedder_working(fake_embedding_url)
     repos = [make_repo(tmp_path, 2000 + index, files=200) for index in range(4)]
     ids = [await start_job(stage_stack, repo, f"server-{index}") for index, repo in enumerate(repos)]
-    statuses = [await faults_db.fetchval("SELECT status FROM indexing_jobs WHERE id = $1", uuid.UUID(i)) for i in ids]
+    statuses = [await job_status(faults_db, i) for i in ids]
     assert statuses == ["running", "running", "pending", "pending"], statuses  # MAX_CONCURRENT_JOBS = 2
     running, cancelled, pending = ids[0], ids[1], ids[2:]
     await wait_moved(faults_db, running, "recorded", 2)
@@ -470,7 +480,7 @@ def rabbit_stack(
 async def test_rabbitmq_stopped_and_restarted_mid_job(
     rabbit_stack: Stack, private_rabbitmq: RabbitNode, faults_db: Db, fake_embedding_url: str, tmp_path: Path
 ) -> None:
-    control(fake_embedding_url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+    embedder_working(fake_embedding_url)
     repo = make_repo(tmp_path, 3000)
     job_id = await start_job(rabbit_stack, repo, "rabbitmq")
     await wait_moved(faults_db, job_id, "recorded", 20)
@@ -511,7 +521,7 @@ async def test_rabbitmq_stopped_and_restarted_mid_job(
 async def test_postgresql_restarted_mid_job(
     stage_stack: StageStack, faults_pg: Postgres, faults_db: Db, fake_embedding_url: str, tmp_path: Path
 ) -> None:
-    control(fake_embedding_url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+    embedder_working(fake_embedding_url)
     repo = make_repo(tmp_path, 4000)
     job_id = await start_job(stage_stack, repo, "postgres")
     at_stop = await wait_moved(faults_db, job_id, "recorded", 20)
@@ -543,7 +553,7 @@ async def test_postgresql_restarted_mid_job(
 async def test_embedding_service_down_for_a_while_blocks_then_resumes(
     stage_stack: StageStack, faults_db: Db, fake_embedding_url: str, tmp_path: Path
 ) -> None:
-    control(fake_embedding_url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+    embedder_working(fake_embedding_url)
     repo = make_repo(tmp_path, 5000, files=200)
     job_id = await start_job(stage_stack, repo, "embedder-blip")
     await wait_moved(faults_db, job_id, "recorded", 5)
@@ -551,7 +561,7 @@ async def test_embedding_service_down_for_a_while_blocks_then_resumes(
     try:
 
         async def blocked() -> bool:
-            status = await faults_db.fetchval("SELECT status FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
+            status = await job_status(faults_db, job_id)
             assert status not in TERMINAL, status
             return status == "blocked"
 
@@ -563,7 +573,7 @@ async def test_embedding_service_down_for_a_while_blocks_then_resumes(
     back = time.monotonic()
 
     async def running_again() -> bool:
-        status = await faults_db.fetchval("SELECT status FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
+        status = await job_status(faults_db, job_id)
         return status in ("running", "completed")
 
     await wait_for(running_again, timeout=60, interval=0.05, what="job running again")
@@ -589,7 +599,7 @@ async def test_embedding_service_down_for_a_while_blocks_then_resumes(
 async def test_embedding_service_down_for_good_fails_then_retry_works(
     stage_stack: StageStack, faults_db: Db, fake_embedding_url: str, tmp_path: Path
 ) -> None:
-    control(fake_embedding_url, {"delay_ms_per_text": EMBED_DELAY_MS_PER_TEXT, "fail": False, "reset_stats": True})
+    embedder_working(fake_embedding_url)
     repo = make_repo(tmp_path, 6000, files=100)
     job_id = await start_job(stage_stack, repo, "embedder-gone")
     await wait_moved(faults_db, job_id, "recorded", 2)
