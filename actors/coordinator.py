@@ -12,11 +12,10 @@ import logging
 import uuid
 from typing import Any
 
-import dramatiq
 from sqlalchemy import text
 
 from actors import metrics
-from actors.broker import resources
+from actors.broker import stage_actor, worker_resources
 from actors.dispatch import dispatch_window, promote_and_plan
 from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
 from actors.planning import SCAN_SHARE
@@ -46,12 +45,12 @@ def describe_progress(
     return phase, message
 
 
-@dramatiq.actor(
+@stage_actor(
     queue_name=COORDINATE_QUEUE, time_limit=300_000, **{**STAGE_RETRIES, "max_retries": 20, "min_backoff": 500}
 )
 @metrics.timed_stage("record")
 async def record_batch(job_id: str, batch_no: int, token: str) -> None:
-    res = await resources.get()
+    res = await worker_resources().get()
     job = uuid.UUID(job_id)
     finished = False
     with log_context(job_id=job_id, batch=batch_no, stage="record"):
@@ -137,10 +136,10 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
 
 
-@dramatiq.actor(queue_name=COORDINATE_QUEUE, max_retries=20, min_backoff=500, max_backoff=30000)
+@stage_actor(queue_name=COORDINATE_QUEUE, max_retries=20, min_backoff=500, max_backoff=30000)
 async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """A stage exhausted its retries: fail its job with the stage, batch and last error, never hang."""
-    res = await resources.get()
+    res = await worker_resources().get()
     args = message.get("args") or []
     if not args:
         return

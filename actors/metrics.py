@@ -1,13 +1,13 @@
 """Pipeline metrics of the Dramatiq worker processes: every metric object of the workers is here.
 
-``dramatiq actors`` runs several worker processes. prometheus_client's multiprocess mode makes each
-process write its values to files under ``dramatiq_prom_db``, and Dramatiq's own exposition server
-(the ``Prometheus`` middleware's fork, port ``dramatiq_prom_port``, default 9191) sums them with
-``MultiProcessCollector``. prometheus_client picks its value class once, when
+``dramatiq actors.worker`` runs several worker processes. prometheus_client's multiprocess mode makes
+each process write its values to files under ``dramatiq_prom_db``, and Dramatiq's own exposition
+server (the ``Prometheus`` middleware's fork, port ``dramatiq_prom_port``, default 9191) sums them
+with ``MultiProcessCollector``. prometheus_client picks its value class once, when
 ``prometheus_client.values`` is first imported, from ``PROMETHEUS_MULTIPROC_DIR``; Dramatiq sets
-that variable only after process boot, which is too late for metrics created at import. So this
-module sets it itself, *before* importing prometheus_client, in worker processes only; it must be
-the first thing ``actors.broker`` imports.
+that variable only after process boot, which is too late for metrics created at import. So
+:func:`actors.broker.setup_worker` sets it before it imports this module; this module itself
+changes no environment.
 
 In other processes (the MCP server, the CLI) the objects below exist but stay in a private registry
 nobody exports: the server's own metrics are in ``server/metrics.py``.
@@ -15,32 +15,24 @@ nobody exports: the server's own metrics are in ``server/metrics.py``.
 
 from __future__ import annotations
 
-import os
+import contextvars
+import functools
+import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import ParamSpec, TypeVar
 
-from dramatiq.middleware.prometheus import DB_PATH
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client.registry import Collector
+
+from models.ledger import Recorded
 
 
 def in_worker_process() -> bool:
     """True inside a process started by the ``dramatiq`` CLI (fork, spawn or forkserver alike)."""
     return "dramatiq.cli" in sys.modules
 
-
-if in_worker_process():
-    # The same directory Dramatiq's middleware (and its exposition server) uses.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = DB_PATH
-
-import contextvars  # noqa: E402
-import functools  # noqa: E402  (after the environment is set, see the module docstring)
-import logging  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Awaitable, Callable, Iterable, Sequence  # noqa: E402
-from typing import ParamSpec, TypeVar  # noqa: E402
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, values  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
-
-from models.ledger import Recorded  # noqa: E402
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -109,9 +101,11 @@ for _source in ("cache", "embedder"):
 for _stage in ("chunk", "embed", "write", "record"):
     STAGE_DURATION.labels(_stage)
 
-if in_worker_process() and not getattr(values.ValueClass, "_multiprocess", False):
-    # Something imported prometheus_client before this module: values would stay in this process.
-    logger.warning("prometheus_client was imported before multiprocess mode was set: worker metrics will be lost")
+
+def check_multiprocess_mode() -> None:
+    """Warn when a worker's values would stay in its own process (prometheus_client imported too early)."""
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        logger.warning("prometheus_client was imported before multiprocess mode was set: worker metrics will be lost")
 
 
 #: Counts an actor call makes inside its transactions, applied only once the call returned normally,

@@ -2,7 +2,7 @@
 
 Each stage claims the batch (its message must carry the ledger's current token), does its work
 outside any transaction, then hands over with :func:`models.ledger.hop`. Embedding workers can be
-run apart from the rest (``dramatiq actors -Q index.embed``), on a GPU host for instance.
+run apart from the rest (``dramatiq actors.worker -Q index.embed``), on a GPU host for instance.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors import metrics
-from actors.broker import resources
+from actors.broker import stage_actor, worker_resources
 from actors.chunking import chunk_file, embedding_text
 from actors.dispatch import promote_and_plan, publish
 from actors.embedders import EmbedderUnavailableError
@@ -121,10 +120,10 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
     return {"files": out_files, "skipped": skipped, "failed": failed}
 
 
-@dramatiq.actor(queue_name=CHUNK_QUEUE, time_limit=600_000, **STAGE_RETRIES)
+@stage_actor(queue_name=CHUNK_QUEUE, time_limit=600_000, **STAGE_RETRIES)
 @metrics.timed_stage("chunk")
 async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
-    res = await resources.get()
+    res = await worker_resources().get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="chunk"):
         async with res.engine.begin() as conn:
@@ -198,15 +197,15 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
     return np.stack([known[digest] for digest in hashes]).astype(np.float32, copy=False)
 
 
-@dramatiq.actor(queue_name=EMBED_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
+@stage_actor(queue_name=EMBED_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
 @metrics.timed_stage("embed")
 async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
-    res = await resources.get()
+    res = await worker_resources().get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="embed"):
         # Claim only when this process may call the embedder: a batch waiting here is not started,
         # so a crash does not make it count as work done twice.
-        async with resources.embed_slot():
+        async with worker_resources().embed_slot():
             async with res.engine.begin() as conn:
                 claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
             if claim is None or claim.job_status not in jobs.LIVE_STATUSES:
@@ -343,11 +342,11 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
     return len(records)
 
 
-@dramatiq.actor(queue_name=WRITE_QUEUE, time_limit=600_000, **STAGE_RETRIES)
+@stage_actor(queue_name=WRITE_QUEUE, time_limit=600_000, **STAGE_RETRIES)
 @metrics.timed_stage("write")
 async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
     """Store the batch's chunks and mark it written in one transaction, then hand it to the coordinator."""
-    res = await resources.get()
+    res = await worker_resources().get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="write"):
         async with res.engine.connect() as conn:

@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import dramatiq
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors import metrics
-from actors.broker import resources
+from actors.broker import stage_actor, worker_resources
 from actors.dispatch import dispatch_window, promote_and_plan
 from actors.embedders import configured_name
 from actors.messages import PLAN_QUEUE, STAGE_RETRIES
@@ -124,10 +123,10 @@ def _describe_embedder(name: str | None, dimension: int | None, other_dimension:
     return f"{name} ({dimension} dimensions)" if dimension != other_dimension else str(name)
 
 
-@dramatiq.actor(queue_name=PLAN_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
+@stage_actor(queue_name=PLAN_QUEUE, time_limit=1_800_000, **STAGE_RETRIES)
 async def plan_job(job_id: str) -> None:
     """Plan a running job once. A repeated message (redelivery, resume) only tops up the window."""
-    res = await resources.get()
+    res = await worker_resources().get()
     job = uuid.UUID(job_id)
     with log_context(job_id=job_id):
         async with res.engine.connect() as conn:

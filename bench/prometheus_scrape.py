@@ -3,7 +3,7 @@
     python -m bench.prometheus_scrape [--files 2000] [--prometheus /usr/bin/prometheus]
 
 Starts an embedded PostgreSQL, a RabbitMQ vhost, the deterministic embedding server, the real
-``codebase-mcp serve`` and ``dramatiq actors`` processes (tests/integration/stack.py) and
+``codebase-mcp serve`` and ``dramatiq actors.worker`` processes (tests/integration/stack.py) and
 Debian's ``prometheus`` (``apt-get install prometheus``) scraping the server's ``/metrics`` and
 the workers' Dramatiq exporter every 2 s. While one job runs it asks Prometheus for
 ``sum(rate(codebase_mcp_files_total{outcome="indexed"}[10s]))``; at the end it compares

@@ -138,9 +138,9 @@ def bench_environment(keep: bool = False) -> Iterator[BenchEnvironment]:
 
 
 def spawn_workers(env: dict[str, str], log: Path, *, processes: int, threads: int) -> subprocess.Popen[bytes]:
-    """``dramatiq actors`` in its own process group (so one kill reaches its forks), logging to ``log``."""
+    """``dramatiq actors.worker`` in its own process group (so one kill reaches its forks), logging to ``log``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+        [sys.executable, "-m", "dramatiq", "actors.worker", "--processes", str(processes), "--threads", str(threads)],
         env=env,
         cwd=ROOT,
         start_new_session=True,

@@ -60,7 +60,7 @@ def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
         f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log.name})", file=sys.stderr
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+        [sys.executable, "-m", "dramatiq", "actors.worker", "--processes", str(processes), "--threads", str(threads)],
         env={
             **os.environ,
             "dramatiq_queue_prefetch": str(threads),
@@ -277,7 +277,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
             elif workers is not None:
                 print(
                     f"detached: job {started.job_id} stays running, but the workers this command started stop now;\n"
-                    "  it goes on as soon as workers attach (dramatiq actors) or on the next codebase-mcp index.\n"
+                    "  it goes on as soon as workers attach (dramatiq actors.worker) or on the next "
+                    "codebase-mcp index.\n"
                     f"  follow it:  codebase-mcp status {started.job_id}",
                     file=sys.stderr,
                 )

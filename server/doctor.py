@@ -144,7 +144,7 @@ def check_broker(settings: Settings) -> Check:
             False,
             f"RabbitMQ reachable; no consumer on {', '.join(missing)}"
             + (f" (consumers: {described})" if described else " (no worker has ever connected)"),
-            "start workers for those queues: `dramatiq actors` (all queues) or "
+            "start workers for those queues: `dramatiq actors.worker` (all queues) or "
             "`docker compose up -d worker-embed worker-pipeline worker-coordinator`",
         )
     return Check("broker", True, f"RabbitMQ reachable; consumers: {described}")

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-import actors.broker  # noqa: F401  (sets the process's broker, which publishing uses)
+from actors.broker import setup_broker
 from actors.dispatch import dispatch_window, promote_and_plan, publish, redispatch_stale, start_planning
 from actors.embedders import Embedder, EmbedderUnavailableError, build_embedder, configured_dimension_async
 from actors.embedders.ollama import probe_dimension
@@ -210,6 +210,7 @@ class IndexingService:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[IndexingService]:
         """Start the embedded database if needed, migrate, connect; close everything on exit."""
+        setup_broker(settings)  # what publishing uses: the workers' RabbitMQ
         url = await asyncio.to_thread(resolve_database_url, settings)
         dimension = await configured_dimension_async(settings)
         await upgrade_to_head(url, dimension)

@@ -88,7 +88,7 @@ class StageStack(Stack):
     def start_group(self, name: str) -> None:
         self.groups[name] = self._spawn(
             f"workers-{name}",
-            [str(BIN / "dramatiq"), "actors", "--processes", "1", "--threads", "2", "-Q", *STAGES[name].queues],
+            [str(BIN / "dramatiq"), "actors.worker", "--processes", "1", "--threads", "2", "-Q", *STAGES[name].queues],
             {"dramatiq_queue_prefetch": "2"},
         )
 

@@ -96,7 +96,7 @@ class Stack:
             "workers",
             [
                 str(BIN / "dramatiq"),
-                "actors",
+                "actors.worker",
                 "--processes",
                 str(self.worker_processes),
                 "--threads",
