@@ -10,6 +10,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from actors import metrics
 from actors.messages import chunk_message, plan_message, record_message
 from models import jobs, ledger
 
@@ -49,6 +50,15 @@ async def promote_and_plan(engine: AsyncEngine, max_concurrent_jobs: int) -> lis
         started = await jobs.promote_pending(conn)
     await start_planning(started)
     return started
+
+
+async def job_ended(engine: AsyncEngine, max_concurrent_jobs: int, finished: jobs.Finished) -> bool:
+    """After the commit of :func:`models.jobs.finish_job`: count the job and free its slot, only if
+    that call ended it. Returns ``finished.ended``."""
+    if finished.ended:
+        metrics.job_finished(finished.status.value)
+        await promote_and_plan(engine, max_concurrent_jobs)
+    return finished.ended
 
 
 async def redispatch_stale(conn: AsyncConnection, *, older_than_seconds: float) -> int:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from actors import metrics
 from actors.broker import stage_actor, worker_resources
 from actors.chunking import chunk_file, embedding_text
-from actors.dispatch import promote_and_plan, publish
+from actors.dispatch import job_ended, publish
 from actors.embedders import EmbedderUnavailableError
 from actors.embedders.base import Vectors
 from actors.messages import (
@@ -142,10 +142,6 @@ async def chunk_batch(job_id: str, batch_no: int, token: str) -> None:
             )
 
 
-async def _job_status(conn: AsyncConnection, job: uuid.UUID) -> str | None:
-    return await conn.scalar(text("SELECT status FROM indexing_jobs WHERE id = :id"), {"id": job})
-
-
 def plan_embedder_calls(items: list[tuple[bytes, str]], max_size: int) -> list[list[tuple[bytes, str]]]:
     """``(hash, text)`` pairs cut into embedder calls of at most ``max_size``, longest texts first.
 
@@ -180,7 +176,7 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, texts: list
     for number, part in enumerate(calls):
         if number:
             async with res.engine.connect() as conn:
-                if await _job_status(conn, job) not in jobs.LIVE_STATUSES:
+                if await jobs.job_status(conn, job) not in jobs.LIVE_STATUSES:
                     return None
         vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
         async with res.engine.begin() as conn:
@@ -252,27 +248,21 @@ async def wait_for_embedder(
     async def send(next_token: uuid.UUID) -> None:
         await publish(embed_message(job, batch_no, next_token, payload), delay_ms=int(delay * 1000))
 
-    failed = False
+    finished = None
     async with res.engine.begin() as conn:
         waited = await jobs.block_job(conn, job, backend=name, error=error)
         if waited is None:
             return
         if waited >= timeout:
-            failed = await jobs.fail_job(conn, job, jobs.blocked_failure(name, waited, error))
+            finished = await jobs.finish_job(conn, job, jobs.Failed(jobs.blocked_failure(name, waited, error)))
         else:
             # This attempt embedded nothing: it is not counted as work done on the batch.
-            await conn.execute(
-                text(
-                    "UPDATE index_batches SET embed_runs = greatest(embed_runs - 1, 0) "
-                    "WHERE job_id = :job_id AND batch_no = :batch_no AND token = :token"
-                ),
-                {"job_id": job, "batch_no": batch_no, "token": token},
-            )
+            await ledger.uncount_run(conn, job, batch_no, token=token, run_column="embed_runs")
             await ledger.hop(conn, job, batch_no, from_state="chunked", token=token, to_state="chunked", send_next=send)
-    if failed:
-        logger.error("embedding service %s down for %.0f s: job failed (%s)", name, waited, error)
-        metrics.job_finished("failed")
-        await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+    if finished is not None:
+        if finished.ended:
+            logger.error("embedding service %s down for %.0f s: job failed (%s)", name, waited, error)
+        await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
     else:
         logger.warning("embedding service %s unavailable; job blocked %.0f s, retry in %.1f s", name, waited, delay)
 
@@ -350,11 +340,10 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="write"):
         async with res.engine.connect() as conn:
-            repository_id = await conn.scalar(
-                text("SELECT repository_id FROM indexing_jobs WHERE id = :id"), {"id": job}
-            )
-        if repository_id is None:
+            row = await jobs.find_job(conn, job)
+        if row is None:
             return
+        repository_id = row["repository_id"]
 
         async def store(conn: AsyncConnection) -> None:
             chunks = await store_batch(conn, repository_id, job, payload)
@@ -390,7 +379,7 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
                 token=current,
                 to_state="written",
                 send_next=send,
-                require_job_running=True,
+                require_job_live=True,
                 work=store,
                 run_column="write_runs",
             )

@@ -22,27 +22,27 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors import metrics
 from actors.broker import stage_actor, worker_resources
-from actors.dispatch import dispatch_window, promote_and_plan
+from actors.dispatch import dispatch_window, job_ended
 from actors.embedders import configured_name
 from actors.messages import PLAN_QUEUE, STAGE_RETRIES
 from actors.resources import Resources
 from actors.scanning import ScannedFile, looks_binary, scan_repository
-from models import jobs, ledger
+from models import jobs, ledger, lifecycle
+from models.lifecycle import SCAN_SHARE
 from models.logs import log_context
 
 logger = logging.getLogger(__name__)
 
-#: Scanning and hashing are given the first few percent of the progress bar; batches fill the rest.
-SCAN_SHARE = 5
 #: Files hashed per worker-thread call; the progress message moves and cancellation is seen between calls.
 HASH_SLICE = 2000
 
@@ -85,15 +85,7 @@ def fingerprint_files(
 async def _set_scan_progress(res: Resources, job: uuid.UUID, message: str, percentage: int) -> bool:
     """Update an unplanned running job's scan progress; False when the job is no longer running."""
     async with res.engine.begin() as conn:
-        result = await conn.execute(
-            text(
-                "UPDATE indexing_jobs SET phase = 'scanning', updated_at = now(), progress_message = :message, "
-                "progress_percentage = GREATEST(progress_percentage, :pct) "
-                "WHERE id = :id AND status = 'running' AND planned_at IS NULL"
-            ),
-            {"id": job, "message": message, "pct": percentage},
-        )
-    return bool(result.rowcount)
+        return await jobs.set_scan_progress(conn, job, message, percentage)
 
 
 async def _fingerprint(
@@ -106,8 +98,8 @@ async def _fingerprint(
         if start and not await _set_scan_progress(
             res,
             job,
-            f"scanning: hashed {start:,}/{len(files):,} files to find what changed",
-            (SCAN_SHARE - 1) * start // len(files),
+            lifecycle.scan_hashing_message(start, len(files)),
+            lifecycle.scan_percentage(start, len(files)),
         ):
             return None
         part, part_skipped = await asyncio.to_thread(
@@ -119,7 +111,7 @@ async def _fingerprint(
     return found, skipped
 
 
-def _describe_embedder(name: str | None, dimension: int | None, other_dimension: int) -> str:
+def _describe_embedder(name: str | None, dimension: int | None, other_dimension: int | None) -> str:
     return f"{name} ({dimension} dimensions)" if dimension != other_dimension else str(name)
 
 
@@ -130,26 +122,23 @@ async def plan_job(job_id: str) -> None:
     job = uuid.UUID(job_id)
     with log_context(job_id=job_id):
         async with res.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text("SELECT status, repo_path, planned_at FROM indexing_jobs WHERE id = :id"), {"id": job}
-                )
-            ).first()
-        if row is None or row.status != "running":
+            row = await jobs.find_job(conn, job)
+        if row is None or row["status"] != jobs.JobStatus.RUNNING:
             return
-        if row.planned_at is not None:
+        if row["planned_at"] is not None:
             async with res.engine.begin() as conn:
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
             return
-        root = Path(row.repo_path)
+        root = Path(row["repo_path"])
         if not root.is_dir():
             async with res.engine.begin() as conn:
-                await jobs.fail_job(conn, job, f"repository path {root} is no longer a readable directory")
-            metrics.job_finished("failed")
-            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+                finished = await jobs.finish_job(
+                    conn, job, jobs.Failed(f"repository path {root} is no longer a readable directory")
+                )
+            await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
             return
         logger.info("scanning %s", root)
-        if not await _set_scan_progress(res, job, f"scanning: listing files under {root}", 0):
+        if not await _set_scan_progress(res, job, lifecycle.scan_listing_message(root), 0):
             return
         scan = await asyncio.to_thread(scan_repository, root, max_file_bytes=res.settings.max_file_bytes)
         hashed = await _fingerprint(res, job, root.resolve(), scan.files)
@@ -165,15 +154,86 @@ async def plan_job(job_id: str) -> None:
             return
         batches, finished = planned
         metrics.files_skipped_at_plan(sum(skipped_by_reason.values()))
-        if finished:
-            metrics.job_finished("completed")
         if batches:
             # A second transaction: the ledger rows must be committed before their messages go out.
             async with res.engine.begin() as conn:
-                await conn.execute(text("SELECT 1 FROM indexing_jobs WHERE id = :id FOR UPDATE"), {"id": job})
+                await jobs.lock_job(conn, job)
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
-        if finished:
-            await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+        await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a job's plan does to the index and the ledger; decided by :func:`decide_plan`, no I/O."""
+
+    diff: ledger.IndexDiff
+    #: The embedder changed: every old file row goes (old and new vectors are not comparable).
+    remove_all: bool
+    change_note: str
+    batches: list[ledger.PlannedBatch]
+    skipped_by_reason: dict[str, int]
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_by_reason.values())
+
+    @property
+    def message(self) -> str:
+        return lifecycle.planned_message(
+            changed=len(self.diff.changed),
+            batches=len(self.batches),
+            unchanged=self.diff.unchanged,
+            removed=len(self.diff.removed),
+            skipped=self.skipped,
+            note=self.change_note,
+        )
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return {
+            "files": len(self.diff.changed),
+            "batches": len(self.batches),
+            "unchanged": self.diff.unchanged,
+            "removed": len(self.diff.removed),
+            "skipped": self.skipped_by_reason,
+            "full_reindex": self.remove_all,
+        }
+
+
+def decide_plan(
+    found: Sequence[Fingerprint],
+    skipped_by_reason: Mapping[str, int],
+    *,
+    indexed: Mapping[str, str],
+    recorded_embedder: str | None,
+    recorded_dimension: int | None,
+    embedder: str,
+    dimension: int,
+    max_files: int,
+    max_bytes: int,
+) -> Plan:
+    """Compare the hashed files with the index (``path -> content_hash``) and the repository's
+    recorded embedder with the configured one; split what must be (re)indexed into batches."""
+    diff = ledger.diff_against_index({item.path: item.digest for item in found}, indexed)
+    # A repository never planned by this version has no embedder recorded: its chunks came from the
+    # embedder configured then, which is taken to be this one.
+    embedder_changed = (
+        bool(indexed)
+        and recorded_embedder is not None
+        and (recorded_embedder != embedder or recorded_dimension != dimension)
+    )
+    change_note = ""
+    if embedder_changed:
+        change_note = (
+            f"embedder changed from {_describe_embedder(recorded_embedder, recorded_dimension, dimension)} "
+            f"to {_describe_embedder(embedder, dimension, recorded_dimension)}: full re-index"
+        )
+        diff = ledger.IndexDiff([item.path for item in found], 0, diff.removed)
+    sizes = {item.path: item.size for item in found}
+    batches = ledger.split_into_batches(
+        [(path, sizes[path]) for path in diff.changed], max_files=max_files, max_bytes=max_bytes
+    )
+    return Plan(diff, embedder_changed, change_note, batches, dict(skipped_by_reason))
 
 
 async def _write_plan(
@@ -182,122 +242,71 @@ async def _write_plan(
     job: uuid.UUID,
     found: list[Fingerprint],
     skipped_by_reason: dict[str, int],
-) -> tuple[int, bool] | None:
-    """Compare with the index, remove what left, write the batches; returns (batches, job finished).
+) -> tuple[int, jobs.Finished] | None:
+    """Decide the plan against the index, then write it: removals, batches, the job's figures.
 
-    None when the job stopped running or another delivery planned it first.
+    Returns (batches, what finishing did: ended only when there was nothing to index). None when
+    the job stopped running or another delivery planned it first.
     """
-    locked = (
-        await conn.execute(
-            text("SELECT status, planned_at, repository_id FROM indexing_jobs WHERE id = :id FOR UPDATE"),
-            {"id": job},
-        )
-    ).first()
-    if locked is None or locked.status != "running" or locked.planned_at is not None:
+    locked = await jobs.lock_job(conn, job)
+    if locked is None or locked["status"] != jobs.JobStatus.RUNNING or locked["planned_at"] is not None:
         return None
-    repository_id = locked.repository_id
+    repository_id = locked["repository_id"]
     repository = (
         await conn.execute(
             text("SELECT embedder, dimension FROM repositories WHERE id = :id FOR UPDATE"), {"id": repository_id}
         )
     ).one()
     embedder, dimension = configured_name(res.settings), res.embedder.dimension
-    indexed = await ledger.indexed_files(conn, repository_id)
-    diff = ledger.diff_against_index({item.path: item.digest for item in found}, indexed)
-    # A repository never planned by this version has no embedder recorded: its chunks came from the
-    # embedder configured then, which is taken to be this one.
-    embedder_changed = (
-        bool(indexed)
-        and repository.embedder is not None
-        and (repository.embedder != embedder or repository.dimension != dimension)
+    plan = decide_plan(
+        found,
+        skipped_by_reason,
+        indexed=await ledger.indexed_files(conn, repository_id),
+        recorded_embedder=repository.embedder,
+        recorded_dimension=repository.dimension,
+        embedder=embedder,
+        dimension=dimension,
+        max_files=res.settings.batch_size,
+        max_bytes=res.settings.batch_max_bytes,
     )
-    change_note = ""
-    if embedder_changed:
-        change_note = (
-            f"embedder changed from {_describe_embedder(repository.embedder, repository.dimension, dimension)} "
-            f"to {_describe_embedder(embedder, dimension, repository.dimension)}: full re-index"
-        )
+    if plan.remove_all:
         # Old and new vectors are not comparable: drop every old row now rather than mix them in search.
         await ledger.remove_files(conn, repository_id, None)
-        diff = ledger.IndexDiff([item.path for item in found], 0, diff.removed)
-        logger.warning("%s", change_note)
+        logger.warning("%s", plan.change_note)
         await jobs.add_event(
-            conn, job, "embedder_changed", {"from": repository.embedder, "to": embedder, "message": change_note}
+            conn,
+            job,
+            "embedder_changed",
+            {"from": repository.embedder, "to": embedder, "message": plan.change_note},
         )
     else:
-        await ledger.remove_files(conn, repository_id, diff.removed)
+        await ledger.remove_files(conn, repository_id, plan.diff.removed)
     await conn.execute(
         text("UPDATE repositories SET embedder = :embedder, dimension = :dimension WHERE id = :id"),
         {"id": repository_id, "embedder": embedder, "dimension": dimension},
     )
-    sizes = {item.path: item.size for item in found}
-    batches = ledger.split_into_batches(
-        [(path, sizes[path]) for path in diff.changed],
-        max_files=res.settings.batch_size,
-        max_bytes=res.settings.batch_max_bytes,
-    )
-    await ledger.write_plan(conn, job, batches)
-    skipped = sum(skipped_by_reason.values())
-    message = plan_message(
-        changed=len(diff.changed),
-        batches=len(batches),
-        unchanged=diff.unchanged,
-        removed=len(diff.removed),
-        skipped=skipped,
-        note=change_note,
-    )
-    await conn.execute(
-        text(
-            "UPDATE indexing_jobs SET planned_at = now(), updated_at = now(), files_total = :total, "
-            "batches_total = :batches, files_skipped = :skipped, files_unchanged = :unchanged, "
-            "files_removed = :removed, phase = 'chunking', "
-            "progress_percentage = GREATEST(progress_percentage, :pct), progress_message = :message "
-            "WHERE id = :id"
-        ),
-        {
-            "id": job,
-            "total": len(diff.changed),
-            "batches": len(batches),
-            "skipped": skipped,
-            "unchanged": diff.unchanged,
-            "removed": len(diff.removed),
-            "pct": SCAN_SHARE,
-            "message": message,
-        },
-    )
-    await jobs.add_event(
+    await ledger.write_plan(conn, job, plan.batches)
+    await jobs.mark_planned(
         conn,
         job,
-        "planned",
-        {
-            "files": len(diff.changed),
-            "batches": len(batches),
-            "unchanged": diff.unchanged,
-            "removed": len(diff.removed),
-            "skipped": skipped_by_reason,
-            "full_reindex": embedder_changed,
-        },
+        files_total=len(plan.diff.changed),
+        batches_total=len(plan.batches),
+        files_skipped=plan.skipped,
+        files_unchanged=plan.diff.unchanged,
+        files_removed=len(plan.diff.removed),
+        percentage=SCAN_SHARE,
+        message=plan.message,
+        event=plan.event,
     )
     logger.info(
         "planned %d files in %d batches (%d unchanged, %d removed, %d skipped)",
-        len(diff.changed),
-        len(batches),
-        diff.unchanged,
-        len(diff.removed),
-        skipped,
+        len(plan.diff.changed),
+        len(plan.batches),
+        plan.diff.unchanged,
+        len(plan.diff.removed),
+        plan.skipped,
     )
-    finished = False
-    if not batches:
-        finished = await jobs.complete_job(conn, job, embedder=embedder, dimension=dimension)
-    return len(batches), finished
-
-
-def plan_message(*, changed: int, batches: int, unchanged: int, removed: int, skipped: int, note: str = "") -> str:
-    """The progress message once the plan is written, e.g. ``chunking: 12 files in 1 batch to index, ...``."""
-    parts = [
-        f"{changed:,} file{'s' if changed != 1 else ''} in {batches:,} batch{'es' if batches != 1 else ''} to index"
-    ]
-    parts += [f"{unchanged:,} unchanged"] if unchanged else []
-    parts += [f"{removed:,} removed"] if removed else []
-    parts += [f"{skipped:,} skipped"] if skipped else []
-    return "chunking: " + (f"{note}: " if note else "") + ", ".join(parts)
+    finished = jobs.Finished(jobs.JobStatus.COMPLETED, ended=False)
+    if not plan.batches:
+        finished = await jobs.finish_job(conn, job, jobs.Completed(embedder, dimension))
+    return len(plan.batches), finished

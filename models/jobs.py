@@ -1,7 +1,9 @@
 """Job rules, in the database: admission, the running-slot limit, cancel, status, listing, events.
 
-Every function takes an open ``AsyncConnection`` inside a transaction the caller owns, so that a
-state change and the broker message that goes with it can be committed together.
+The only writer of ``indexing_jobs``: status, phase, progress and counters change here, with the
+values and messages of :mod:`models.lifecycle`. Every function takes an open ``AsyncConnection``
+inside a transaction the caller owns, so that a state change and the broker message that goes
+with it can be committed together.
 """
 
 from __future__ import annotations
@@ -16,12 +18,25 @@ from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.lifecycle import (
+    ACTIVE_STATUSES,
+    JOB_STATUSES,
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
+    WAITING_FOR_SLOT,
+    WAITING_FOR_WORKER,
+    BatchProgress,
+    JobStatus,
+    JobTally,
+    Phase,
+    blocked_failure,
+    cancelled_message,
+    completion_message,
+    failed_message,
+    resumed_message,
+    waiting_message,
+)
 from models.logs import redact
-from models.tables import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
-
-#: Statuses whose pipeline is live: batches move on. A ``blocked`` job keeps its messages alive and
-#: waits for a backend; it holds its running slot and returns to ``running`` by itself.
-LIVE_STATUSES = ("running", "blocked")
 
 #: Serialises admission and promotion so that the running-slot limit is never exceeded.
 _ADMISSION_LOCK_KEY = 0x0C0DE10B5
@@ -77,7 +92,7 @@ async def admit_job(conn: AsyncConnection, *, repo_path: str, name: str) -> Admi
     running = await _active_running_count(conn)
     free = await _running_limit(conn) > running
     job_id = uuid.uuid4()
-    status = "running" if free else "pending"
+    status = JobStatus.RUNNING if free else JobStatus.PENDING
     await conn.execute(
         text(
             "INSERT INTO indexing_jobs (id, repository_id, repo_path, name, status, phase, progress_message, "
@@ -89,20 +104,23 @@ async def admit_job(conn: AsyncConnection, *, repo_path: str, name: str) -> Admi
             "repository_id": repository_id,
             "path": repo_path,
             "name": name,
-            "status": status,
-            "phase": "scanning" if free else "queued",
-            "message": "scanning: waiting for a worker" if free else "queued: waiting for a free job slot",
+            "status": status.value,
+            "phase": Phase.SCANNING.value if free else Phase.QUEUED.value,
+            "message": WAITING_FOR_WORKER if free else WAITING_FOR_SLOT,
         },
     )
     await add_event(conn, job_id, "created", {"repo_path": repo_path, "name": name})
     if free:
         await add_event(conn, job_id, "started")
-    return Admission(job_id, status, existing=False)
+    return Admission(job_id, status.value, existing=False)
 
 
 async def _active_running_count(conn: AsyncConnection) -> int:
     return int(
-        await conn.scalar(text("SELECT count(*) FROM indexing_jobs WHERE status IN ('running', 'blocked')")) or 0
+        await conn.scalar(
+            text("SELECT count(*) FROM indexing_jobs WHERE status = ANY(:live)"), {"live": list(LIVE_STATUSES)}
+        )
+        or 0
     )
 
 
@@ -128,11 +146,11 @@ async def promote_pending(conn: AsyncConnection) -> list[uuid.UUID]:
     rows = await conn.execute(
         text(
             "UPDATE indexing_jobs SET status = 'running', started_at = now(), updated_at = now(), phase = 'scanning', "
-            "progress_message = 'scanning: waiting for a worker' "
+            "progress_message = :message "
             "WHERE id IN (SELECT id FROM indexing_jobs WHERE status = 'pending' ORDER BY created_at LIMIT :free "
             "FOR UPDATE SKIP LOCKED) RETURNING id"
         ),
-        {"free": free},
+        {"free": free, "message": WAITING_FOR_WORKER},
     )
     started = [row.id for row in rows]
     for job_id in started:
@@ -147,7 +165,13 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
         JobNotFoundError, JobStateError: unknown job, or a job already finished.
     """
     row = (
-        await conn.execute(text("SELECT status FROM indexing_jobs WHERE id = :id FOR UPDATE"), {"id": job_id})
+        await conn.execute(
+            text(
+                "SELECT status, progress_percentage, files_indexed, chunks_created FROM indexing_jobs "
+                "WHERE id = :id FOR UPDATE"
+            ),
+            {"id": job_id},
+        )
     ).first()
     if row is None:
         raise JobNotFoundError(f"job {job_id} not found")
@@ -158,11 +182,16 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
             await conn.execute(
                 text(
                     "UPDATE indexing_jobs SET status = 'cancelled', cancelled_at = now(), updated_at = now(), "
-                    "progress_message = 'cancelled at ' || progress_percentage || '%: ' || files_indexed "
-                    "|| ' files indexed, ' || chunks_created || ' chunks kept' "
-                    f"WHERE id = :id RETURNING {JOB_COLUMNS}"
+                    f"progress_message = :message WHERE id = :id RETURNING {JOB_COLUMNS}"
                 ),
-                {"id": job_id},
+                {
+                    "id": job_id,
+                    "message": cancelled_message(
+                        percentage=row.progress_percentage,
+                        files_indexed=row.files_indexed,
+                        chunks_created=row.chunks_created,
+                    ),
+                },
             )
         )
         .mappings()
@@ -173,15 +202,17 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
 
 
 async def fail_job(conn: AsyncConnection, job_id: uuid.UUID, message: str) -> bool:
-    """Fail an active job with ``message``; returns False if it had already finished."""
+    """Fail an active job with ``message``; returns False if it had already finished.
+
+    Actors call :func:`finish_job`, which says what to do after the commit.
+    """
     message = redact(message)  # shown to every client: no credentials from a connection error
     result = await conn.execute(
         text(
             "UPDATE indexing_jobs SET status = 'failed', failed_at = now(), updated_at = now(), phase = 'failed', "
-            "error_message = :message, progress_message = 'failed: ' || :message "
-            "WHERE id = :id AND status = ANY(:active)"
+            "error_message = :message, progress_message = :progress WHERE id = :id AND status = ANY(:active)"
         ),
-        {"id": job_id, "message": message, "active": list(ACTIVE_STATUSES)},
+        {"id": job_id, "message": message, "progress": failed_message(message), "active": list(ACTIVE_STATUSES)},
     )
     if result.rowcount:
         await add_event(conn, job_id, "failed", {"error": message})
@@ -242,37 +273,10 @@ async def purge_finished(conn: AsyncConnection, *, older_than_days: int) -> int:
     return int(result.rowcount or 0)
 
 
-def completion_message(
-    *,
-    files_total: int,
-    files_indexed: int,
-    chunks_created: int,
-    files_unchanged: int,
-    files_removed: int,
-    files_skipped: int,
-    files_failed: int,
-    seconds: float,
-    note: str | None = None,
-) -> str:
-    """The final progress message: ``up to date: ...`` when the job had nothing to (re)index.
-
-    ``note`` (why the job re-indexed everything, for instance) is appended in parentheses.
-    """
-    suffix = f" ({note})" if note else ""
-    if files_total == 0 and files_failed == 0 and (files_unchanged or files_removed):
-        parts = [f"{files_unchanged:,} files unchanged"]
-        parts += [f"{files_removed:,} removed"] if files_removed else []
-        parts += [f"{files_skipped:,} skipped"] if files_skipped else []
-        return f"up to date: {', '.join(parts)} (checked in {seconds:.1f} s){suffix}"
-    parts = [f"{files_indexed:,} files indexed", f"{chunks_created:,} chunks"]
-    parts += [f"{files_unchanged:,} unchanged"] if files_unchanged else []
-    parts += [f"{files_removed:,} removed"] if files_removed else []
-    parts += [f"{files_skipped:,} skipped", f"{files_failed:,} failed"]
-    return f"complete: {', '.join(parts)} in {seconds:.1f} s{suffix}"
-
-
 async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: str, dimension: int) -> bool:
     """Finish a live job whose every batch is recorded; returns False if it was not live (running or blocked).
+
+    Actors call :func:`finish_job`, which says what to do after the commit.
 
     Records ``embedder`` and ``dimension`` on the repository: every chunk it holds now comes from it.
     """
@@ -325,10 +329,6 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
     return True
 
 
-def waiting_message(backend: str) -> str:
-    return f"waiting for the embedding service ({backend})"
-
-
 async def block_job(conn: AsyncConnection, job_id: uuid.UUID, *, backend: str, error: str) -> float | None:
     """Mark a running job ``blocked`` on ``backend``; returns how long it has been blocked (s).
 
@@ -368,18 +368,13 @@ async def unblock_job(conn: AsyncConnection, job_id: uuid.UUID, *, backend: str)
     result = await conn.execute(
         text(
             "UPDATE indexing_jobs SET status = 'running', updated_at = now(), "
-            "progress_message = 'embedding: the embedding service (' || :backend || ') answers again' "
-            "WHERE id = :id AND status = 'blocked'"
+            "progress_message = :message WHERE id = :id AND status = 'blocked'"
         ),
-        {"id": job_id, "backend": backend},
+        {"id": job_id, "message": resumed_message(backend)},
     )
     if result.rowcount:
         await add_event(conn, job_id, "resumed", {"backend": backend})
     return bool(result.rowcount)
-
-
-def blocked_failure(backend: str, seconds: float, error: str) -> str:
-    return f"the embedding service ({backend}) stayed unreachable for {seconds:.0f} s: {error}"
 
 
 async def fail_overdue_blocked(conn: AsyncConnection, *, timeout_seconds: float) -> list[uuid.UUID]:
@@ -399,3 +394,197 @@ async def fail_overdue_blocked(conn: AsyncConnection, *, timeout_seconds: float)
         if await fail_job(conn, row.id, message):
             failed.append(row.id)
     return failed
+
+
+# --- how a job ends -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Every batch is recorded: the job completes, its chunks come from this embedder."""
+
+    embedder: str
+    dimension: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What :func:`finish_job` did.
+
+    ``ended`` is True only for the call that moved the job to ``status``: that caller, once its
+    transaction committed, counts the job and frees its slot (``actors.dispatch.job_ended``).
+    False means the job had already ended (another delivery, a cancel): nothing more to do.
+    """
+
+    status: JobStatus
+    ended: bool
+
+
+async def finish_job(conn: AsyncConnection, job_id: uuid.UUID, outcome: Completed | Failed) -> Finished:
+    """Complete or fail a live (or, for a failure, pending) job; the result says whether this call ended it."""
+    if isinstance(outcome, Completed):
+        ended = await complete_job(conn, job_id, embedder=outcome.embedder, dimension=outcome.dimension)
+        return Finished(JobStatus.COMPLETED, ended)
+    return Finished(JobStatus.FAILED, await fail_job(conn, job_id, outcome.reason))
+
+
+# --- what the pipeline reads and writes on the job row ------------------------------------------
+
+
+async def find_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping | None:
+    """The job's row (:data:`JOB_COLUMNS`), or None; no lock."""
+    return (
+        (await conn.execute(text(f"SELECT {JOB_COLUMNS} FROM indexing_jobs WHERE id = :id"), {"id": job_id}))
+        .mappings()
+        .first()
+    )
+
+
+async def job_status(conn: AsyncConnection, job_id: uuid.UUID) -> str | None:
+    return await conn.scalar(text("SELECT status FROM indexing_jobs WHERE id = :id"), {"id": job_id})
+
+
+async def lock_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping | None:
+    """Lock the job's row (every writer locks the job before its batches) and return it; None if gone."""
+    return (
+        (await conn.execute(text(f"SELECT {JOB_COLUMNS} FROM indexing_jobs WHERE id = :id FOR UPDATE"), {"id": job_id}))
+        .mappings()
+        .first()
+    )
+
+
+async def set_scan_progress(conn: AsyncConnection, job_id: uuid.UUID, message: str, percentage: int) -> bool:
+    """Update an unplanned running job's scan progress; False when the job is no longer running."""
+    result = await conn.execute(
+        text(
+            "UPDATE indexing_jobs SET phase = 'scanning', updated_at = now(), progress_message = :message, "
+            "progress_percentage = GREATEST(progress_percentage, :pct) "
+            "WHERE id = :id AND status = 'running' AND planned_at IS NULL"
+        ),
+        {"id": job_id, "message": message, "pct": percentage},
+    )
+    return bool(result.rowcount)
+
+
+async def mark_planned(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    *,
+    files_total: int,
+    batches_total: int,
+    files_skipped: int,
+    files_unchanged: int,
+    files_removed: int,
+    percentage: int,
+    message: str,
+    event: dict[str, Any],
+) -> None:
+    """The plan is written: store its figures and message, and add the ``planned`` event."""
+    await conn.execute(
+        text(
+            "UPDATE indexing_jobs SET planned_at = now(), updated_at = now(), files_total = :total, "
+            "batches_total = :batches, files_skipped = :skipped, files_unchanged = :unchanged, "
+            "files_removed = :removed, phase = 'chunking', "
+            "progress_percentage = GREATEST(progress_percentage, :pct), progress_message = :message "
+            "WHERE id = :id"
+        ),
+        {
+            "id": job_id,
+            "total": files_total,
+            "batches": batches_total,
+            "skipped": files_skipped,
+            "unchanged": files_unchanged,
+            "removed": files_removed,
+            "pct": percentage,
+            "message": message,
+        },
+    )
+    await add_event(conn, job_id, "planned", event)
+
+
+def tally(row: RowMapping) -> JobTally:
+    """The coordinator's view of a locked job row."""
+    return JobTally(
+        status=row["status"],
+        files_total=int(row["files_total"] or 0),
+        batches_total=int(row["batches_total"] or 0),
+        batches_done=int(row["batches_done"]),
+        files_indexed=int(row["files_indexed"]),
+        files_unchanged=int(row["files_unchanged"] or 0),
+        chunks_created=int(row["chunks_created"]),
+        progress_percentage=int(row["progress_percentage"]),
+    )
+
+
+async def add_batch_counts(
+    conn: AsyncConnection, job_id: uuid.UUID, *, indexed: int, skipped: int, failed: int, chunks: int
+) -> None:
+    """Add one recorded batch's counters to the job (whatever its status: they say what is stored)."""
+    await conn.execute(
+        text(
+            "UPDATE indexing_jobs SET batches_done = batches_done + 1, "
+            "files_indexed = files_indexed + :indexed, files_skipped = files_skipped + :skipped, "
+            "files_failed = files_failed + :failed, chunks_created = chunks_created + :chunks, "
+            "updated_at = now() WHERE id = :id"
+        ),
+        {"id": job_id, "indexed": indexed, "skipped": skipped, "failed": failed, "chunks": chunks},
+    )
+
+
+async def record_progress(conn: AsyncConnection, job_id: uuid.UUID, progress: BatchProgress) -> None:
+    """Store a batch's progress (never backwards) and its 10 % step event, if any."""
+    await conn.execute(
+        text(
+            # A blocked job keeps saying what it waits for.
+            "UPDATE indexing_jobs SET phase = :phase, progress_message = CASE WHEN status = 'blocked' "
+            "THEN progress_message ELSE :message END, "
+            "progress_percentage = GREATEST(progress_percentage, :pct) WHERE id = :id"
+        ),
+        {"id": job_id, "phase": progress.phase, "message": progress.message, "pct": progress.percentage},
+    )
+    if progress.event is not None:
+        await add_event(conn, job_id, "progress", progress.event)
+
+
+# --- recovery (the server's resume and upkeep) ---------------------------------------------------
+
+
+async def live_jobs(conn: AsyncConnection) -> list[tuple[uuid.UUID, bool]]:
+    """``(id, planned)`` of every live job, oldest start first."""
+    rows = await conn.execute(
+        text("SELECT id, planned_at FROM indexing_jobs WHERE status = ANY(:live) ORDER BY started_at"),
+        {"live": list(LIVE_STATUSES)},
+    )
+    return [(row.id, row.planned_at is not None) for row in rows]
+
+
+async def stale_unplanned(conn: AsyncConnection, *, older_than_seconds: float) -> list[uuid.UUID]:
+    """Running jobs still unplanned after ``older_than_seconds``: their plan message was lost."""
+    rows = await conn.execute(
+        text(
+            "SELECT id FROM indexing_jobs WHERE status = 'running' AND planned_at IS NULL "
+            "AND updated_at < now() - make_interval(secs => :secs)"
+        ),
+        {"secs": older_than_seconds},
+    )
+    return [row.id for row in rows]
+
+
+async def activity(conn: AsyncConnection) -> tuple[int, float | None]:
+    """Active jobs, and the seconds since the oldest running job started (None when none runs)."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE status = ANY(:active)) AS active, "
+                "extract(epoch FROM now() - min(started_at) FILTER (WHERE status = 'running')) AS oldest "
+                "FROM indexing_jobs"
+            ),
+            {"active": list(ACTIVE_STATUSES)},
+        )
+    ).one()
+    return int(row.active), float(row.oldest) if row.oldest is not None else None

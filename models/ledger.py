@@ -10,6 +10,8 @@ token and stores that token in the same transaction, while holding the row lock.
   dropped on arrival;
 - the write stage stores chunks and marks the batch ``written`` in one transaction, so a
   duplicate write message finds the batch already written and does nothing.
+
+The only writer of ``index_batches``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-#: States of a batch between dispatch and recording, and the pipeline stage each one waits for.
-IN_FLIGHT_STAGE = {"queued": "chunking", "chunked": "embedding", "embedded": "writing", "written": "writing"}
+from models.lifecycle import IN_FLIGHT_STAGE, LIVE_STATUSES
+
+#: What may be counted (and uncounted) as a run of a stage on a batch.
+RUN_COLUMNS = ("chunk_runs", "embed_runs", "write_runs")
 
 SendNext = Callable[[uuid.UUID], Awaitable[None]]
 
@@ -170,7 +174,7 @@ async def _lock_batch(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int) -
 
 
 async def _count_run(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, run_column: str) -> None:
-    if run_column not in ("chunk_runs", "embed_runs", "write_runs"):
+    if run_column not in RUN_COLUMNS:
         raise ValueError(run_column)
     await conn.execute(
         text(
@@ -210,7 +214,7 @@ async def hop(
     token: uuid.UUID,
     to_state: str,
     send_next: SendNext,
-    require_job_running: bool = False,
+    require_job_live: bool = False,
     work: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     run_column: str | None = None,
 ) -> bool:
@@ -219,13 +223,13 @@ async def hop(
     ``work`` runs inside the same transaction after the checks (the write stage stores its chunks
     there); ``run_column`` is counted here when the stage's work is the transaction itself.
     Returns False (and publishes nothing) when the message is stale or, with
-    ``require_job_running``, the job is no longer live (running or blocked).
+    ``require_job_live``, the job is no longer live (running or blocked).
     """
-    if require_job_running:
+    if require_job_live:
         status = await conn.scalar(
             text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
         )
-        if status not in ("running", "blocked"):  # models.jobs.LIVE_STATUSES
+        if status not in LIVE_STATUSES:
             return False
     current = await _lock_batch(conn, job_id, batch_no)
     if current is None or current.state != from_state or current.token != token:
@@ -305,10 +309,10 @@ async def stale_batches(conn: AsyncConnection, *, older_than_seconds: float) -> 
     rows = await conn.execute(
         text(
             "SELECT b.job_id, b.batch_no, b.state FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
-            "WHERE j.status IN ('running', 'blocked') AND b.state = ANY(:states) "
+            "WHERE j.status = ANY(:live) AND b.state = ANY(:states) "
             "AND b.updated_at < now() - make_interval(secs => :secs) FOR UPDATE OF b SKIP LOCKED"
         ),
-        {"states": list(IN_FLIGHT_STAGE), "secs": older_than_seconds},
+        {"live": list(LIVE_STATUSES), "states": list(IN_FLIGHT_STAGE), "secs": older_than_seconds},
     )
     return [(row.job_id, row.batch_no, row.state) for row in rows]
 
@@ -330,4 +334,28 @@ async def count_embedded(
             "texts_cached = texts_cached + :cached WHERE job_id = :job_id AND batch_no = :n"
         ),
         {"job_id": job_id, "n": batch_no, "embedded": embedded, "cached": cached},
+    )
+
+
+async def files_recorded(conn: AsyncConnection, job_id: uuid.UUID) -> int:
+    """Files in the job's recorded batches: what its progress counts as done."""
+    value = await conn.scalar(
+        text("SELECT coalesce(sum(file_count), 0) FROM index_batches WHERE job_id = :id AND state = 'recorded'"),
+        {"id": job_id},
+    )
+    return int(value or 0)
+
+
+async def uncount_run(
+    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, token: uuid.UUID, run_column: str
+) -> None:
+    """Take back a run counted by :func:`claim` that did no work (the embedder was down)."""
+    if run_column not in RUN_COLUMNS:
+        raise ValueError(run_column)
+    await conn.execute(
+        text(
+            f"UPDATE index_batches SET {run_column} = greatest({run_column} - 1, 0) "
+            "WHERE job_id = :job_id AND batch_no = :batch_no AND token = :token"
+        ),
+        {"job_id": job_id, "batch_no": batch_no, "token": token},
     )

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import jobs
-from models.tables import ACTIVE_STATUSES
+from models.lifecycle import ACTIVE_STATUSES
 
 
 class RepositoryBusyError(RuntimeError):

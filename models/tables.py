@@ -20,11 +20,6 @@ from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 
 metadata = MetaData()
 
-#: Job statuses. ``blocked`` is an active job waiting for a backend; the last three are terminal.
-ACTIVE_STATUSES = ("pending", "running", "blocked")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
-JOB_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
-
 
 def _now_column(name: str, *, nullable: bool = False) -> Column[object]:
     return Column(name, DateTime(timezone=True), nullable=nullable, server_default=None if nullable else func.now())

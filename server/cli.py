@@ -18,11 +18,11 @@ from typing import Any
 from pika import exceptions as pika_errors
 from pydantic import BaseModel
 
+from actors.messages import EMBED_QUEUE
+from models.lifecycle import TERMINAL_STATUSES
 from models.logs import configure_logging
 from models.settings import Settings, get_settings
 from server.errors import CallerError
-
-_TERMINAL = ("completed", "failed", "cancelled")
 
 
 def _emit(result: BaseModel, as_json: bool, render: Callable[[Any], None]) -> None:
@@ -241,7 +241,7 @@ async def _follow(service: Any, job_id: str, quiet: bool) -> Any | None:
             while True:
                 status = await service.status(job_id)
                 display.update(status)
-                if status.status in _TERMINAL:
+                if status.status in TERMINAL_STATUSES:
                     return status
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(interrupted.wait(), timeout=1.0)
@@ -255,7 +255,7 @@ async def _follow(service: Any, job_id: str, quiet: bool) -> Any | None:
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     workers: subprocess.Popen[bytes] | None = None
     try:
-        attached = _queue_consumers(settings.broker_url, "index.embed") if args.workers == "auto" else 0
+        attached = _queue_consumers(settings.broker_url, EMBED_QUEUE) if args.workers == "auto" else 0
     except pika_errors.AMQPError as error:
         print(f"error: RabbitMQ is unreachable ({type(error).__name__}); run codebase-mcp doctor", file=sys.stderr)
         return 2

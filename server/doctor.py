@@ -12,15 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from actors.messages import CHUNK_QUEUE, COORDINATE_QUEUE, EMBED_QUEUE, PLAN_QUEUE, WRITE_QUEUE
+from actors.messages import ALL_QUEUES
+from models.logs import redact
 from models.settings import Settings
 
-QUEUES = (PLAN_QUEUE, CHUNK_QUEUE, EMBED_QUEUE, WRITE_QUEUE, COORDINATE_QUEUE)
 CHECK_TIMEOUT_SECONDS = 30.0
 _SECRET_WORDS = ("password", "secret", "token", "key")
 
@@ -34,23 +33,12 @@ class Check:
     seconds: float = 0.0
 
 
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host/...``: the password never reaches a terminal or a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 def settings_summary(settings: Settings) -> dict[str, Any]:
     """Every setting, JSON-ready, with passwords in URLs and secret-named fields redacted."""
     summary: dict[str, Any] = {}
     for name, value in settings.model_dump(mode="json").items():
         if isinstance(value, str) and "://" in value:
-            value = redact_url(value)
+            value = redact(value)
         elif value is not None and any(word in name for word in _SECRET_WORDS):
             value = "***"
         summary[name] = value
@@ -68,7 +56,7 @@ def _schema_heads() -> set[str]:
 async def check_database(settings: Settings) -> Check:
     from models.database import resolve_database_url
 
-    where = "the embedded PostgreSQL" if not settings.database_url else redact_url(settings.database_url)
+    where = "the embedded PostgreSQL" if not settings.database_url else redact(settings.database_url)
     try:
         url = await asyncio.to_thread(resolve_database_url, settings)
     except Exception as error:
@@ -124,9 +112,9 @@ async def check_database(settings: Settings) -> Check:
 def check_broker(settings: Settings) -> Check:
     from server.metrics import queue_stats
 
-    where = redact_url(settings.broker_url)
+    where = redact(settings.broker_url)
     try:
-        stats = queue_stats(settings.broker_url, QUEUES)
+        stats = queue_stats(settings.broker_url, ALL_QUEUES)
     except Exception as error:
         return Check(
             "broker",
@@ -134,9 +122,9 @@ def check_broker(settings: Settings) -> Check:
             f"RabbitMQ at {where} unreachable: {type(error).__name__}: {error}",
             "start RabbitMQ, or fix CODEBASE_MCP_BROKER_URL (host, port, vhost, user, password)",
         )
-    described = ", ".join(f"{queue} {stats[queue][1]}" for queue in QUEUES if queue in stats)
-    undeclared = [queue for queue in QUEUES if queue not in stats]
-    idle = [queue for queue in QUEUES if queue in stats and stats[queue][1] == 0]
+    described = ", ".join(f"{queue} {stats[queue][1]}" for queue in ALL_QUEUES if queue in stats)
+    undeclared = [queue for queue in ALL_QUEUES if queue not in stats]
+    idle = [queue for queue in ALL_QUEUES if queue in stats and stats[queue][1] == 0]
     if undeclared or idle:
         missing = undeclared + idle
         return Check(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pika
+from dramatiq.common import xq_name
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp_types import CallToolResult
 from prometheus_client import Counter, Histogram
@@ -33,14 +34,13 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.messages import CHUNK_QUEUE, COORDINATE_QUEUE, EMBED_QUEUE, PLAN_QUEUE, WRITE_QUEUE
+from actors.messages import ALL_QUEUES
 from actors.metrics import exposed_names
 from models.ledger import IN_FLIGHT_STAGE
-from models.tables import JOB_STATUSES
+from models.lifecycle import ACTIVE_STATUSES, JOB_STATUSES, LIVE_STATUSES
 
 logger = logging.getLogger(__name__)
 
-QUEUES = (PLAN_QUEUE, CHUNK_QUEUE, EMBED_QUEUE, WRITE_QUEUE, COORDINATE_QUEUE)
 #: Ledger states of a batch not yet recorded: ``pending`` (planned, not dispatched) and in flight.
 LEDGER_STATES = ("pending", *IN_FLIGHT_STAGE)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -106,7 +106,7 @@ class JobSummary:
 
     @property
     def active(self) -> int:
-        return sum(self.by_status.get(status, 0) for status in ("pending", "running", "blocked"))
+        return sum(self.by_status.get(status, 0) for status in ACTIVE_STATUSES)
 
 
 async def job_summary(engine: AsyncEngine) -> JobSummary:
@@ -142,9 +142,9 @@ async def _ledger_counts(engine: AsyncEngine) -> dict[str, int]:
         rows = await conn.execute(
             text(
                 "SELECT b.state, count(*) AS n FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
-                "WHERE j.status IN ('running', 'blocked') AND b.state = ANY(:states) GROUP BY b.state"
+                "WHERE j.status = ANY(:live) AND b.state = ANY(:states) GROUP BY b.state"
             ),
-            {"states": list(LEDGER_STATES)},
+            {"live": list(LIVE_STATUSES), "states": list(LEDGER_STATES)},
         )
         found = {row.state: int(row.n) for row in rows}
     return {state: found.get(state, 0) for state in LEDGER_STATES}
@@ -219,7 +219,7 @@ class StateCollector(Collector):
                 snapshot.database_up = True
             except Exception as error:  # a scrape reports the outage as a gauge, it does not fail
                 logger.warning("metrics: database unreadable: %s", error)
-            all_queues = [name for queue in QUEUES for name in (queue, f"{queue}.XQ")]
+            all_queues = [name for queue in ALL_QUEUES for name in (queue, xq_name(queue))]
             try:
                 snapshot.queues = await asyncio.to_thread(queue_stats, self._broker_url, all_queues)
                 snapshot.broker_up = True

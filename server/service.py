@@ -28,10 +28,10 @@ from actors.messages import plan_message
 from actors.scanning import LANGUAGES
 from models import jobs, repositories
 from models.database import create_engine, resolve_database_url
+from models.lifecycle import JOB_STATUSES
 from models.logs import redact
 from models.migrate import upgrade_to_head
 from models.settings import Settings
-from models.tables import ACTIVE_STATUSES, JOB_STATUSES
 from server.errors import InvalidStateError, NotFoundError, ValidationError
 from server.schemas import (
     DeletedRepository,
@@ -309,35 +309,24 @@ class IndexingService:
         :meth:`reap` re-sends only those that stay idle past ``STALE_BATCH_SECONDS``.
         """
         async with self.engine.begin() as conn:
-            rows = await conn.execute(
-                text("SELECT id, planned_at FROM indexing_jobs WHERE status = ANY(:live) ORDER BY started_at"),
-                {"live": list(jobs.LIVE_STATUSES)},
-            )
-            running = list(rows)
-            unplanned = [row.id for row in running if row.planned_at is None]
-            for row in running:
-                await jobs.add_event(conn, row.id, "resumed")
-                if row.planned_at is not None:
-                    await dispatch_window(conn, row.id, self.settings.batches_in_flight)
+            running = await jobs.live_jobs(conn)
+            unplanned = [job_id for job_id, planned in running if not planned]
+            for job_id, planned in running:
+                await jobs.add_event(conn, job_id, "resumed")
+                if planned:
+                    await dispatch_window(conn, job_id, self.settings.batches_in_flight)
         await start_planning(unplanned)
         started = await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
         if running or started:
             logger.info("resumed %d running job(s), started %d pending job(s)", len(running), len(started))
-        return [row.id for row in running]
+        return [job_id for job_id, _ in running]
 
     async def reap(self) -> None:
         """Periodic upkeep: re-send lost batch messages, start pending jobs, purge old finished jobs,
         fail jobs blocked past the timeout."""
         async with self.engine.begin() as conn:
             resent = await redispatch_stale(conn, older_than_seconds=self.settings.stale_batch_seconds)
-            stale_plans = await conn.execute(
-                text(
-                    "SELECT id FROM indexing_jobs WHERE status = 'running' AND planned_at IS NULL "
-                    "AND updated_at < now() - make_interval(secs => :secs)"
-                ),
-                {"secs": STALE_PLAN_SECONDS},
-            )
-            unplanned = [row.id for row in stale_plans]
+            unplanned = await jobs.stale_unplanned(conn, older_than_seconds=STALE_PLAN_SECONDS)
             purged = await jobs.purge_finished(conn, older_than_days=self.settings.job_retention_days)
             # Normally the blocked batches fail their job themselves; this covers a job whose
             # delayed messages were lost, so that no job waits forever.
@@ -559,24 +548,15 @@ async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
     ready = True
     try:
         async with service.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FILTER (WHERE status = ANY(:active)) AS active, "
-                        "extract(epoch FROM now() - min(started_at) FILTER (WHERE status = 'running')) AS oldest "
-                        "FROM indexing_jobs"
-                    ),
-                    {"active": list(ACTIVE_STATUSES)},
-                )
-            ).one()
+            active, oldest = await jobs.activity(conn)
         report["database"] = "ok"
-        report["active_jobs"] = int(row.active)
-        report["oldest_running_job_seconds"] = round(float(row.oldest), 1) if row.oldest is not None else None
+        report["active_jobs"] = active
+        report["oldest_running_job_seconds"] = round(oldest, 1) if oldest is not None else None
     except Exception as error:  # reported, not raised: readiness must answer
         ready = False
         report["database"] = f"unreachable: {type(error).__name__}"
     broker_error = await asyncio.to_thread(_broker_reachable, service.settings.broker_url)
-    report["broker"] = "ok" if broker_error is None else f"unreachable: {redact(broker_error.split('@')[-1])}"
+    report["broker"] = "ok" if broker_error is None else f"unreachable: {redact(broker_error)}"
     ready &= broker_error is None
     if service.settings.embedder == "ollama":
         # A real embedding of one word: a server can list its models yet fail to embed.

@@ -1,10 +1,10 @@
-"""``actors.coordinator.describe_progress``: which stage a job waits for, and the message naming it."""
+"""``models.lifecycle.describe_progress``: which stage a job waits for, and the message naming it."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.coordinator import describe_progress
+from models.lifecycle import describe_progress
 
 
 def _describe(counts: dict[str, int], **kwargs: int) -> tuple[str, str]:

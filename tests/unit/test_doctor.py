@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from models.logs import redact as redact_url
 from models.settings import Settings
-from server.doctor import Check, redact_url, render, report, settings_summary
+from server.doctor import Check, render, report, settings_summary
 
 
 def test_redact_url_hides_only_the_password() -> None:

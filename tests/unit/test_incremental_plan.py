@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from actors.coordinator import describe_progress
 from actors.embedders import build_embedder, configured_name
 from actors.embedders.local_model import MODEL_NAME
-from actors.planning import fingerprint_files, plan_message
+from actors.planning import fingerprint_files
 from actors.scanning import ScannedFile, scan_repository
-from models.jobs import completion_message
 from models.ledger import diff_against_index
+from models.lifecycle import completion_message, describe_progress
+from models.lifecycle import planned_message as plan_message
 from models.settings import Settings
 
 
