@@ -8,6 +8,12 @@ its per-text delay stands in for a model's cost so that cancel and restart happe
 Every scenario runs on a generated repository sized for the default suite and, with ``-m scale``,
 on 15,000 files (the quickstart's size). Timing limits asserted are the quickstart's own, checked
 on p95 over many samples; the measured figures are printed for ``docs/benchmarks.md``.
+
+The quickstart's sections and their tests (``pytest tests/integration/test_background_indexing.py::NAME``):
+Scenario 1 ``test_basic_background_indexing``, 2 ``test_progress_monitoring``, 3 ``test_cancellation``,
+4 ``test_restart_recovery``, 5 ``test_concurrent_jobs``, Performance Validation
+``test_performance_targets`` (and, with ``--benchmark-only``, the ``test_benchmark_*`` timing table),
+Edge Case Validation ``test_edge_cases``.
 """
 
 from __future__ import annotations
@@ -538,10 +544,30 @@ benchmarks_only = pytest.mark.skipif(
     reason="a timing table: run with --benchmark-only (the limits are asserted by test_performance_targets)",
 )
 BENCHMARK_GROUP = "quickstart performance (ms; one MCP call over streamable HTTP per round)"
-#: Files in each repository a cancellation round indexes, and the embedder's cost per text meanwhile,
-#: so that every round cancels a job that is busy indexing.
-CANCEL_FILES = 400
-CANCEL_DELAY_MS = 5.0
+#: Files in the repository whose job the status rounds query, and in each one a cancellation round
+#: indexes; the embedder's cost per text meanwhile, so that every round meets a job busy indexing.
+BENCH_FILES = 300
+BENCH_DELAY_MS = 5.0
+CANCEL_ROUNDS = 3
+
+
+@dataclass
+class BenchRepos:
+    small: Path
+    status: Path
+    cancel: list[Path]
+
+
+@pytest.fixture(scope="module")
+def bench_repos(tmp_path_factory: pytest.TempPathFactory) -> BenchRepos:
+    """Repositories of their own, and small ones: the scenarios' set takes a minute to generate."""
+    root = tmp_path_factory.mktemp("bench-repos")
+    generate_repo(root / "small", 40, 50, seed=31)
+    generate_repo(root / "status", BENCH_FILES, 60, seed=32)
+    cancel = [root / f"cancel-{index}" for index in range(CANCEL_ROUNDS)]
+    for index, path in enumerate(cancel):
+        generate_repo(path, BENCH_FILES, 60, seed=40 + index)
+    return BenchRepos(root / "small", root / "status", cancel)
 
 
 class BlockingClient:
@@ -586,11 +612,12 @@ def wait_until_indexing(client: BlockingClient, job_id: str, timeout: float = 12
 
 
 @benchmarks_only
-def test_benchmark_job_creation(benchmark: Any, blocking_client: BlockingClient, fake_embedding_url: str) -> None:
+def test_benchmark_job_creation(
+    benchmark: Any, blocking_client: BlockingClient, bench_repos: BenchRepos, fake_embedding_url: str
+) -> None:
     """SC-002: start_indexing_background, 10 rounds (the quickstart's trials); each job is cancelled
     before the next round, or the next start would just return it (FR-012)."""
-    repos = repos_for(DEFAULT)
-    set_embed_delay(fake_embedding_url, 1.0)
+    set_embed_delay(fake_embedding_url, BENCH_DELAY_MS)
     started: list[str] = []
 
     def cancel_previous() -> None:
@@ -598,7 +625,9 @@ def test_benchmark_job_creation(benchmark: Any, blocking_client: BlockingClient,
             blocking_client.call("cancel_indexing_background", job_id=started[-1])
 
     def create() -> None:
-        result = blocking_client.call("start_indexing_background", repo_path=str(repos.small), name="bench-create")
+        result = blocking_client.call(
+            "start_indexing_background", repo_path=str(bench_repos.small), name="bench-create"
+        )
         started.append(result["job_id"])
 
     benchmark.group = BENCHMARK_GROUP
@@ -608,11 +637,13 @@ def test_benchmark_job_creation(benchmark: Any, blocking_client: BlockingClient,
 
 
 @benchmarks_only
-def test_benchmark_status_query(benchmark: Any, blocking_client: BlockingClient, fake_embedding_url: str) -> None:
+def test_benchmark_status_query(
+    benchmark: Any, blocking_client: BlockingClient, bench_repos: BenchRepos, fake_embedding_url: str
+) -> None:
     """FR-006: get_indexing_status on a job that is indexing, 100 rounds."""
-    repos = repos_for(DEFAULT)
-    set_embed_delay(fake_embedding_url, 2.0)
-    job_id = blocking_client.call("start_indexing_background", repo_path=str(repos.perf), name="bench-status")["job_id"]
+    set_embed_delay(fake_embedding_url, BENCH_DELAY_MS)
+    status_repo = str(bench_repos.status)
+    job_id = blocking_client.call("start_indexing_background", repo_path=status_repo, name="bench-status")["job_id"]
     seen: list[str] = []
 
     def query() -> None:
@@ -629,15 +660,13 @@ def test_benchmark_status_query(benchmark: Any, blocking_client: BlockingClient,
 
 @benchmarks_only
 def test_benchmark_cancellation(
-    benchmark: Any, blocking_client: BlockingClient, fake_embedding_url: str, tmp_path: Path
+    benchmark: Any, blocking_client: BlockingClient, bench_repos: BenchRepos, fake_embedding_url: str
 ) -> None:
     """FR-008: from cancel_indexing_background until get_indexing_status says cancelled, on a job
     that is indexing files; 3 rounds, each on a repository of its own (a repository indexed once
     before would be mostly skipped the second time)."""
-    repositories = [tmp_path / f"cancel-{index}" for index in range(3)]
-    for index, path in enumerate(repositories):
-        generate_repo(path, CANCEL_FILES, 60, seed=40 + index)
-    set_embed_delay(fake_embedding_url, CANCEL_DELAY_MS)
+    set_embed_delay(fake_embedding_url, BENCH_DELAY_MS)
+    repositories = bench_repos.cancel
     pending = list(repositories)
     jobs: list[str] = []
     final: list[str] = []

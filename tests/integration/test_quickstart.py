@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -124,13 +122,6 @@ def workers(quickstart_env: dict[str, str]) -> Iterator[Stack]:
     running = Stack(env=quickstart_env, log_dir=log_dir, worker_processes=1, worker_threads=2)
     running.start_workers()
     yield running
-    # SIGTERM to Dramatiq's main process only, which passes it on to its worker processes. Signalling
-    # the whole group (Stack.stop) gives each worker a second SIGTERM mid-shutdown, on which it exits
-    # its main thread and then waits on its own worker threads until the 60 s kill.
-    assert running.workers is not None
-    running.workers.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        running.workers.wait(timeout=30)
     running.stop()
 
 
