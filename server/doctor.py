@@ -55,6 +55,7 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
         elif value is not None and any(word in name for word in _SECRET_WORDS):
             value = "***"
         summary[name] = value
+    summary["log_file"] = str(settings.log_path)  # the file written, also when the default is in effect
     return summary
 
 
