@@ -1,4 +1,5 @@
-"""The one logging setup shared by server, workers and CLI: one line per event, on stderr.
+"""The one logging setup shared by server, workers and CLI: one line per event, on stderr and, when
+asked, in a rotating log file (MCP clients swallow a stdio server's stderr).
 
 Pipeline code binds ``job_id`` and ``batch`` through :func:`log_context`, so every line a batch
 produces carries them without each call repeating them.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -142,24 +145,78 @@ class _JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str))
 
 
-def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
-    """Install the handler on the root logger; idempotent, so every entry point may call it."""
+def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler | None:
+    """A rotating handler on ``path`` (its folder created), or None with the reason on stderr."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    except OSError as error:
+        # Logging must never stop the server: stderr still works, and this line says why the file does not.
+        print(
+            f"codebase-mcp: cannot write the log file {path} ({error.strerror or error}); logging to stderr only. "
+            "Set CODEBASE_MCP_LOG_FILE to a writable path.",
+            file=sys.stderr,
+        )
+        return None
+
+
+def configure_logging(
+    level: str = "INFO",
+    *,
+    json_lines: bool = False,
+    log_file: Path | None = None,
+    log_file_max_bytes: int = 10_000_000,
+    log_file_backups: int = 5,
+) -> Path | None:
+    """Install the handlers on the root logger; idempotent, so every entry point may call it.
+
+    Parameters:
+        level: root level (``DEBUG`` also un-silences the chatty libraries).
+        json_lines: one JSON object per line instead of text (stderr and file alike).
+        log_file: also append every line here, rotated at ``log_file_max_bytes`` keeping
+            ``log_file_backups`` old files; the same credential masking as stderr.
+
+    Returns:
+        The log file being written, or None (not asked for, or not writable: stderr says why).
+        Called again without ``log_file``, the file of the earlier call is kept.
+    """
     remember_secrets_from_environment()
     root = logging.getLogger()
+    previous_file: logging.handlers.RotatingFileHandler | None = None
     # Replace whatever was there (Dramatiq's CLI installs its own) so each event is one line.
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._codebase_mcp = True  # type: ignore[attr-defined]
-    handler.addFilter(_ContextFilter())
-    handler.addFilter(RedactingFilter())
-    if json_lines:
-        handler.setFormatter(_JsonFormatter())
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        if isinstance(old, logging.handlers.RotatingFileHandler) and getattr(old, "_codebase_mcp", False):
+            previous_file = old
+    # A later call without a file (an import that sets logging up again) keeps the file chosen earlier:
+    # the server's log must not stop because a module it imports configured logging too.
+    file_handler: logging.Handler | None = None
+    if previous_file is not None and (log_file is None or Path(previous_file.baseFilename) == log_file.absolute()):
+        file_handler, log_file = previous_file, Path(previous_file.baseFilename)
+        file_handler.filters.clear()
     else:
-        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
+        if previous_file is not None:
+            previous_file.close()
+        if log_file is not None:
+            file_handler = _file_handler(log_file, log_file_max_bytes, log_file_backups)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if file_handler is not None:
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler._codebase_mcp = True  # type: ignore[attr-defined]
+        handler.addFilter(_ContextFilter())
+        handler.addFilter(RedactingFilter())
+        if json_lines:
+            handler.setFormatter(_JsonFormatter())
+        elif handler is file_handler:
+            # Server and CLI processes append to one file: the pid tells their lines apart.
+            handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+        else:
+            handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     root.setLevel(level.upper())
     # Chatty libraries stay at WARNING unless asked for DEBUG.
     if level.upper() != "DEBUG":
         for name in ("pika", "httpx2", "httpcore2", "uvicorn.access", "transformers", "mcp", "alembic.runtime.plugins"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    return log_file if file_handler is not None else None

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 
+    # Quickstart (issue 17): the log file, for MCP clients that swallow the server's stderr.
+    log_file: Path | None = Field(
+        default=None,
+        description="Server and CLI also log here (rotated, masked); unset: <DATA_DIR>/logs/codebase-mcp.log.",
+    )
+    log_file_max_bytes: int = Field(default=10_000_000, ge=10_000, description="The log file is rotated at this size.")
+    log_file_backups: int = Field(default=5, ge=0, le=100, description="Rotated log files kept (.1 is the newest).")
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -116,6 +124,18 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _blank_log_file_is_default(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def log_path(self) -> Path:
+        """The log file actually written: LOG_FILE, or its default under the data directory."""
+        return (self.log_file or self.data_dir / "logs" / "codebase-mcp.log").expanduser()
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> Settings:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -308,6 +309,25 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
                 workers.kill()
 
 
+def _configure_logging(settings: Settings, level: str | None = None) -> Path | None:
+    """stderr plus the log file of the settings; the file written, or None when it cannot be."""
+    return configure_logging(
+        level or settings.log_level,
+        json_lines=settings.log_json,
+        log_file=settings.log_path,
+        log_file_max_bytes=settings.log_file_max_bytes,
+        log_file_backups=settings.log_file_backups,
+    )
+
+
+def _log_file_epilog() -> str:
+    try:
+        where = str(get_settings().log_path)
+    except ValueError:  # invalid settings: the command itself reports them
+        where = "CODEBASE_MCP_LOG_FILE, default <CODEBASE_MCP_DATA_DIR>/logs/codebase-mcp.log"
+    return f"Logs go to stderr and to {where} (rotated; `codebase-mcp doctor` shows the path)."
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Exit 0 when every check passes, 1 otherwise; settings errors are reported, not raised."""
     from pydantic import ValidationError as SettingsError
@@ -320,14 +340,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         settings = None
         result = doctor.report(None, [], settings_error=str(error))
     if settings is not None:
-        configure_logging("WARNING", json_lines=settings.log_json)  # only the report on the terminal
-        result = doctor.report(settings, asyncio.run(doctor.run_checks(settings)))
+        log_file = _configure_logging(settings, level="WARNING")  # only the report on the terminal
+        result = doctor.report(settings, asyncio.run(doctor.run_checks(settings)), log_file=log_file)
     print(json.dumps(result, indent=2) if args.json else doctor.render(result))
     return 0 if result["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="codebase-mcp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="codebase-mcp", description=__doc__, epilog=_log_file_epilog())
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the MCP server")
@@ -390,10 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         return cmd_doctor(args)
     settings = get_settings()
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    log_file = _configure_logging(settings)
 
     if args.command == "serve":
         from server.app import serve_http, serve_stdio
+
+        # On stderr too: it is where an MCP client shows a server's output, if anywhere.
+        logging.getLogger("codebase_mcp").info("log file: %s", log_file or "none (stderr only)")
 
         if args.transport == "http":
             serve_http(settings, args.host or settings.http_host, args.port or settings.http_port)

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import pool, text
@@ -42,6 +43,7 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
         elif value is not None and any(word in name for word in _SECRET_WORDS):
             value = "***"
         summary[name] = value
+    summary["log_file"] = str(settings.log_path)  # the file written, also when the default is in effect
     return summary
 
 
@@ -185,12 +187,20 @@ async def run_checks(settings: Settings) -> list[Check]:
     ]
 
 
-def report(settings: Settings | None, checks: list[Check], settings_error: str | None = None) -> dict[str, Any]:
+def report(
+    settings: Settings | None,
+    checks: list[Check],
+    settings_error: str | None = None,
+    log_file: Path | None = None,
+) -> dict[str, Any]:
+    """``log_file``: the file this process logs to (None: stderr only, or not writable)."""
     return {
         "ok": settings_error is None and all(check.ok for check in checks),
         "settings": settings_summary(settings) if settings is not None else None,
         "settings_error": settings_error,
         "checks": [asdict(check) for check in checks],
+        "log_file": str(log_file) if log_file is not None else None,
+        "log_file_wanted": str(settings.log_path) if settings is not None else None,
     }
 
 
@@ -208,5 +218,9 @@ def render(result: dict[str, Any]) -> str:
         )
         if check["fix"] and not check["ok"]:
             lines.append(f"     fix: {check['fix']}")
+    if result.get("log_file"):
+        lines.append(f"log file: {result['log_file']}  (server and CLI; `tail -f` it while reproducing a problem)")
+    elif result.get("log_file_wanted"):
+        lines.append(f"log file: {result['log_file_wanted']} is not writable: set CODEBASE_MCP_LOG_FILE")
     lines.append("all checks passed" if result["ok"] else "some checks failed")
     return "\n".join(lines)

@@ -144,6 +144,13 @@ class Stack:
         self._kill(self.workers, sig)
 
     def stop(self) -> None:
+        # SIGTERM to Dramatiq's main process alone: it passes the signal on to its worker processes.
+        # Signalling the whole group gives each worker a second SIGTERM mid-shutdown, on which it
+        # leaves its main thread and then waits on its worker threads until the 60 s kill below.
+        if self.workers is not None and self.workers.poll() is None:
+            self.workers.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.workers.wait(timeout=30)
         self.kill_workers(signal.SIGTERM)
         self.kill_server(signal.SIGTERM)
 
