@@ -100,6 +100,8 @@ def base_env(database_url: str, broker_url: str, fake_embedding_url: str) -> dic
             "CODEBASE_MCP_OLLAMA_DIMENSION": str(EMBEDDING_DIMENSION),
             "CODEBASE_MCP_EMBED_RETRY_BASE_SECONDS": "0.2",
             "CODEBASE_MCP_LOG_LEVEL": "INFO",
+            # The session's own log file, not the machine's default one under the data directory.
+            "CODEBASE_MCP_LOG_FILE": os.path.join(tempfile.mkdtemp(prefix="cbm-test-log-"), "codebase-mcp.log"),
             "dramatiq_prom_db": prom_dir,
             "PYTHONUNBUFFERED": "1",
         }

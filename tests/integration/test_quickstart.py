@@ -208,6 +208,7 @@ async def test_scenario_on_an_existing_postgresql_reached_only_by_its_url(
     assert PASSWORD not in doctor.stdout + doctor.stderr
 
 
+@pytest.mark.benchmark_run
 def test_benchmark_only_run_prints_the_timing_table() -> None:
     """The quickstart's ``--benchmark-only`` command, as written, in a pytest of its own."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
