@@ -1,15 +1,22 @@
-"""Queue names and message builders, so any process can publish without importing the actors.
+"""Queue names, message builders and the typed batch payload, so any process can publish without
+importing the actors.
 
 Messages stay small and bounded: a chunk message names its batch; embed and write messages carry
 the batch's chunk texts (and vectors), bounded by ``BATCH_SIZE`` files of at most
-``BATCH_MAX_BYTES`` source bytes.
+``BATCH_MAX_BYTES`` source bytes. The payload is a :class:`BatchPayload`; :func:`encode_payload`
+and :func:`decode_payload` are the only code that knows its wire form (a ``version`` number, chunks
+as ``[start_line, end_line, symbol, content, header]`` lists, which keeps messages compact).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import logging
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import dramatiq
 import numpy as np
@@ -34,6 +41,118 @@ STAGE_RETRIES: dict[str, Any] = {
 }
 
 
+logger = logging.getLogger(__name__)
+
+#: Wire version of :class:`BatchPayload`. Version 1 (workers before it had a number) has the same
+#: layout without the ``version`` key, so it is read as is during a rolling upgrade.
+PAYLOAD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+class UnsupportedPayloadError(ValueError):
+    """A payload this worker cannot read (a newer worker's version, or malformed).
+
+    The stage drops the message: the batch keeps its state and token, and the server's upkeep
+    re-sends it from the chunk stage once it has been idle for ``STALE_BATCH_SECONDS``.
+    """
+
+
+class ChunkRecord(NamedTuple):
+    start_line: int
+    end_line: int
+    symbol: str | None
+    content: str
+    header: str
+
+
+class NotIndexed(NamedTuple):
+    """A file of the batch that was skipped (too large, binary) or failed (unreadable), and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    path: str
+    hash: str  # sha256 hex of the bytes read
+    language: str
+    size: int
+    lines: int
+    chunks: tuple[ChunkRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPayload:
+    """What the chunk stage produced for one batch; the embed stage adds ``vectors`` (one row per chunk)."""
+
+    files: tuple[FileRecord, ...]
+    skipped: tuple[NotIndexed, ...] = ()
+    failed: tuple[NotIndexed, ...] = ()
+    vectors: Vectors | None = None
+
+    @property
+    def chunks(self) -> list[ChunkRecord]:
+        return [chunk for item in self.files for chunk in item.chunks]
+
+    def with_vectors(self, vectors: Vectors) -> BatchPayload:
+        return dataclasses.replace(self, vectors=vectors)
+
+
+def encode_payload(payload: BatchPayload) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "version": PAYLOAD_VERSION,
+        "files": [
+            {
+                "path": item.path,
+                "hash": item.hash,
+                "language": item.language,
+                "size": item.size,
+                "lines": item.lines,
+                "chunks": [list(chunk) for chunk in item.chunks],
+            }
+            for item in payload.files
+        ],
+        "skipped": [list(entry) for entry in payload.skipped],
+        "failed": [list(entry) for entry in payload.failed],
+    }
+    if payload.vectors is not None:
+        data["vectors"] = encode_vectors(payload.vectors)
+        data["dimension"] = int(payload.vectors.shape[1])
+    return data
+
+
+def decode_payload(data: Mapping[str, Any]) -> BatchPayload:
+    """The payload of an embed or write message.
+
+    Raises:
+        UnsupportedPayloadError: a version this worker does not know, or fields missing.
+    """
+    version = data.get("version", 1)
+    if version not in READABLE_VERSIONS:
+        raise UnsupportedPayloadError(f"payload version {version!r}; this worker reads {READABLE_VERSIONS}")
+    try:
+        files = tuple(
+            FileRecord(
+                path=str(item["path"]),
+                hash=str(item["hash"]),
+                language=str(item["language"]),
+                size=int(item["size"]),
+                lines=int(item["lines"]),
+                chunks=tuple(
+                    ChunkRecord(int(s), int(e), sym, str(body), str(head)) for s, e, sym, body, head in item["chunks"]
+                ),
+            )
+            for item in data["files"]
+        )
+        skipped = tuple(NotIndexed(str(path), str(reason)) for path, reason in data.get("skipped", ()))
+        failed = tuple(NotIndexed(str(path), str(reason)) for path, reason in data.get("failed", ()))
+        vectors = decode_vectors(data["vectors"], int(data["dimension"])) if "vectors" in data else None
+    except (KeyError, TypeError, ValueError) as error:
+        raise UnsupportedPayloadError(f"malformed version {version} payload: {type(error).__name__}: {error}") from None
+    return BatchPayload(files, skipped, failed, vectors)
+
+
 def _message(queue: str, actor: str, *args: Any) -> dramatiq.Message[Any]:
     return dramatiq.Message(queue_name=queue, actor_name=actor, args=args, kwargs={}, options={})
 
@@ -46,12 +165,14 @@ def chunk_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> dramati
     return _message(CHUNK_QUEUE, "chunk_batch", str(job_id), batch_no, str(token))
 
 
-def embed_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID, payload: dict[str, Any]) -> dramatiq.Message[Any]:
-    return _message(EMBED_QUEUE, "embed_batch", str(job_id), batch_no, str(token), payload)
+def embed_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID, payload: BatchPayload) -> dramatiq.Message[Any]:
+    return _message(EMBED_QUEUE, "embed_batch", str(job_id), batch_no, str(token), encode_payload(payload))
 
 
-def write_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID, payload: dict[str, Any]) -> dramatiq.Message[Any]:
-    return _message(WRITE_QUEUE, "write_batch", str(job_id), batch_no, str(token), payload)
+def write_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID, payload: BatchPayload) -> dramatiq.Message[Any]:
+    if payload.vectors is None:
+        raise ValueError("a write message carries the batch's vectors")
+    return _message(WRITE_QUEUE, "write_batch", str(job_id), batch_no, str(token), encode_payload(payload))
 
 
 def record_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> dramatiq.Message[Any]:

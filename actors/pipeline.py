@@ -31,9 +31,13 @@ from actors.messages import (
     EMBED_QUEUE,
     STAGE_RETRIES,
     WRITE_QUEUE,
-    decode_vectors,
+    BatchPayload,
+    ChunkRecord,
+    FileRecord,
+    NotIndexed,
+    UnsupportedPayloadError,
+    decode_payload,
     embed_message,
-    encode_vectors,
     record_message,
     write_message,
 )
@@ -72,30 +76,30 @@ def read_inside(real_root: Path, path: Path, max_bytes: int) -> bytes:
         return handle.read(max_bytes + 1)
 
 
-def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) -> BatchPayload:
     """Read, hash and chunk a batch's files. Files that cannot be indexed are counted, never fatal."""
-    out_files: list[dict[str, Any]] = []
-    skipped: list[list[str]] = []
-    failed: list[list[str]] = []
+    out_files: list[FileRecord] = []
+    skipped: list[NotIndexed] = []
+    failed: list[NotIndexed] = []
     real_root = root.resolve()
     for entry in files:
         relative = entry["path"]
         try:
             raw = read_inside(real_root, root / relative, settings.max_file_bytes)
         except FileNotFoundError:
-            failed.append([relative, "deleted since the scan"])
+            failed.append(NotIndexed(relative, "deleted since the scan"))
             continue
         except _NotIndexable as reason:
-            failed.append([relative, str(reason)])
+            failed.append(NotIndexed(relative, str(reason)))
             continue
         except OSError as error:
-            failed.append([relative, f"unreadable: {error.strerror or error}"])
+            failed.append(NotIndexed(relative, f"unreadable: {error.strerror or error}"))
             continue
         if len(raw) > settings.max_file_bytes:
-            skipped.append([relative, "too large"])
+            skipped.append(NotIndexed(relative, "too large"))
             continue
         if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
-            skipped.append([relative, "binary"])
+            skipped.append(NotIndexed(relative, "binary"))
             continue
         content = raw.decode("utf-8", errors="replace")
         language = language_of(relative)
@@ -108,16 +112,16 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
             max_chars=settings.chunk_max_chars,
         )
         out_files.append(
-            {
-                "path": relative,
-                "hash": hashlib.sha256(raw).hexdigest(),
-                "language": language,
-                "size": len(raw),
-                "lines": content.count("\n") + (0 if content.endswith("\n") or not content else 1),
-                "chunks": [[c.start_line, c.end_line, c.symbol, c.text, c.header] for c in chunks],
-            }
+            FileRecord(
+                path=relative,
+                hash=hashlib.sha256(raw).hexdigest(),
+                language=language,
+                size=len(raw),
+                lines=content.count("\n") + (0 if content.endswith("\n") or not content else 1),
+                chunks=tuple(ChunkRecord(c.start_line, c.end_line, c.symbol, c.text, c.header) for c in chunks),
+            )
         )
-    return {"files": out_files, "skipped": skipped, "failed": failed}
+    return BatchPayload(tuple(out_files), tuple(skipped), tuple(failed))
 
 
 @stage_actor(queue_name=CHUNK_QUEUE, time_limit=600_000, **STAGE_RETRIES)
@@ -199,6 +203,9 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
     res = await worker_resources().get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="embed"):
+        batch = _readable(payload)
+        if batch is None:
+            return
         # Claim only when this process may call the embedder: a batch waiting here is not started,
         # so a crash does not make it count as work done twice.
         async with worker_resources().embed_slot():
@@ -206,16 +213,16 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
                 claim = await ledger.claim(conn, job, batch_no, state="chunked", token=current, run_column="embed_runs")
             if claim is None or claim.job_status not in jobs.LIVE_STATUSES:
                 return
-            texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
+            texts = [embedding_text(chunk.header, chunk.content) for chunk in batch.chunks]
             try:
                 vectors = await embed_texts(res, job, batch_no, texts)
             except EmbedderUnavailableError as error:
-                await wait_for_embedder(res, job, batch_no, current, payload, str(error))
+                await wait_for_embedder(res, job, batch_no, current, batch, str(error))
                 return
         if vectors is None:
             logger.info("job no longer running; stopped mid-batch")
             return
-        out = {**payload, "vectors": encode_vectors(vectors), "dimension": res.embedder.dimension}
+        out = batch.with_vectors(vectors)
 
         async def send(next_token: uuid.UUID) -> None:
             await publish(write_message(job, batch_no, next_token, out))
@@ -226,6 +233,16 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             )
 
 
+def _readable(payload: dict[str, Any]) -> BatchPayload | None:
+    """The message's payload, or None (logged) when this worker cannot read it: see
+    :class:`actors.messages.UnsupportedPayloadError` for how the batch is recovered."""
+    try:
+        return decode_payload(payload)
+    except UnsupportedPayloadError as error:
+        logger.warning("dropping a message this worker cannot read (%s); upkeep re-sends the batch", error)
+        return None
+
+
 def blocked_retry_seconds(timeout_seconds: float) -> float:
     """How long a blocked batch waits before asking the embedder again: often enough to resume
     within seconds of the service's return, rarely enough not to hammer a service that is down."""
@@ -233,7 +250,7 @@ def blocked_retry_seconds(timeout_seconds: float) -> float:
 
 
 async def wait_for_embedder(
-    res: Resources, job: uuid.UUID, batch_no: int, token: uuid.UUID, payload: dict[str, Any], error: str
+    res: Resources, job: uuid.UUID, batch_no: int, token: uuid.UUID, payload: BatchPayload, error: str
 ) -> None:
     """The embedder stayed down through its own retries: block the job and try the batch again later.
 
@@ -282,12 +299,14 @@ CHUNK_COPY_COLUMNS = (
 )
 
 
-async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid.UUID, payload: dict[str, Any]) -> int:
+async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid.UUID, payload: BatchPayload) -> int:
     """Replace the batch's files and their chunks; returns the number of chunks written."""
-    files = payload["files"]
+    files = payload.files
     if not files:
         return 0
-    vectors = decode_vectors(payload["vectors"], int(payload["dimension"]))
+    vectors = payload.vectors
+    if vectors is None:
+        raise ValueError("write payload has no vectors")
     rows = await conn.execute(
         text(
             "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count, job_id, "
@@ -301,11 +320,11 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
         {
             "repository_id": repository_id,
             "job_id": job,
-            "paths": [item["path"] for item in files],
-            "hashes": [item["hash"] for item in files],
-            "languages": [item["language"] for item in files],
-            "sizes": [item["size"] for item in files],
-            "lines": [item["lines"] for item in files],
+            "paths": [item.path for item in files],
+            "hashes": [item.hash for item in files],
+            "languages": [item.language for item in files],
+            "sizes": [item.size for item in files],
+            "lines": [item.lines for item in files],
         },
     )
     file_ids = {row.path: row.id for row in rows}
@@ -313,10 +332,21 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
     records: list[tuple[Any, ...]] = []
     position = 0
     for item in files:
-        file_id = file_ids[item["path"]]
-        for ordinal, (start, end, symbol, body, header) in enumerate(item["chunks"]):
+        file_id = file_ids[item.path]
+        for ordinal, chunk in enumerate(item.chunks):
             records.append(
-                (file_id, repository_id, ordinal, start, end, item["language"], symbol, body, header, vectors[position])
+                (
+                    file_id,
+                    repository_id,
+                    ordinal,
+                    chunk.start_line,
+                    chunk.end_line,
+                    item.language,
+                    chunk.symbol,
+                    chunk.content,
+                    chunk.header,
+                    vectors[position],
+                )
             )
             position += 1
     if position != len(vectors):
@@ -339,6 +369,9 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
     res = await worker_resources().get()
     job, current = uuid.UUID(job_id), uuid.UUID(token)
     with log_context(job_id=job_id, batch=batch_no, stage="write"):
+        batch = _readable(payload)
+        if batch is None:
+            return
         async with res.engine.connect() as conn:
             row = await jobs.find_job(conn, job)
         if row is None:
@@ -346,25 +379,25 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
         repository_id = row["repository_id"]
 
         async def store(conn: AsyncConnection) -> None:
-            chunks = await store_batch(conn, repository_id, job, payload)
+            chunks = await store_batch(conn, repository_id, job, batch)
             await ledger.set_batch_counts(
                 conn,
                 job,
                 batch_no,
-                indexed=len(payload["files"]),
-                skipped=len(payload["skipped"]),
-                failed=len(payload["failed"]),
+                indexed=len(batch.files),
+                skipped=len(batch.skipped),
+                failed=len(batch.failed),
                 chunks=chunks,
             )
-            for relative, reason in payload["failed"]:
+            for relative, reason in batch.failed:
                 logger.warning("file not indexed: %s (%s)", relative, reason)
-            if payload["skipped"] or payload["failed"]:
+            if batch.skipped or batch.failed:
                 # The reasons, per file, for whoever asks why the counters say skipped/failed.
                 await jobs.add_event(
                     conn,
                     job,
                     "files_not_indexed",
-                    {"batch": batch_no, "skipped": payload["skipped"], "failed": payload["failed"]},
+                    {"batch": batch_no, "skipped": list(batch.skipped), "failed": list(batch.failed)},
                 )
 
         async def send(next_token: uuid.UUID) -> None:

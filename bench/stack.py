@@ -176,7 +176,7 @@ def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:
     files = sorted(str(path.relative_to(repo)) for path in repo.rglob("*.py"))
     random.Random(7).shuffle(files)
     payload = read_and_chunk(repo, [{"path": path} for path in files[:count]], settings)
-    texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
+    texts = [embedding_text(chunk.header, chunk.content) for chunk in payload.chunks]
     return texts[:count]
 
 

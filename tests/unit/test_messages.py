@@ -18,11 +18,19 @@ from actors.messages import (
     CHUNK_QUEUE,
     COORDINATE_QUEUE,
     EMBED_QUEUE,
+    PAYLOAD_VERSION,
     PLAN_QUEUE,
     WRITE_QUEUE,
+    BatchPayload,
+    ChunkRecord,
+    FileRecord,
+    NotIndexed,
+    UnsupportedPayloadError,
     chunk_message,
+    decode_payload,
     decode_vectors,
     embed_message,
+    encode_payload,
     encode_vectors,
     plan_message,
     record_message,
@@ -89,17 +97,24 @@ def test_decoding_with_a_wrong_dimension_fails_loudly() -> None:
 
 # --- messages -------------------------------------------------------------------------------------
 
-PAYLOAD = {
-    "files": [{"path": "a.py", "hash": "0" * 64, "chunks": [[1, 2, None, "x = 1\ny = 2"]]}],
-    "skipped": [["b.png", "binary"]],
-    "failed": [],
-}
+PAYLOAD = BatchPayload(
+    files=(FileRecord("a.py", "0" * 64, "python", 11, 2, (ChunkRecord(1, 2, None, "x = 1\ny = 2", "a.py"),)),),
+    skipped=(NotIndexed("b.png", "binary"),),
+)
+WITH_VECTORS = PAYLOAD.with_vectors(np.ones((1, 4), dtype=np.float32))
+WIRE = encode_payload(PAYLOAD)
+WIRE_WITH_VECTORS = encode_payload(WITH_VECTORS)
 
 BUILT = [
     (plan_message(JOB), PLAN_QUEUE, "plan_job", (str(JOB),)),
     (chunk_message(JOB, 4, TOKEN), CHUNK_QUEUE, "chunk_batch", (str(JOB), 4, str(TOKEN))),
-    (embed_message(JOB, 5, TOKEN, PAYLOAD), EMBED_QUEUE, "embed_batch", (str(JOB), 5, str(TOKEN), PAYLOAD)),
-    (write_message(JOB, 6, TOKEN, PAYLOAD), WRITE_QUEUE, "write_batch", (str(JOB), 6, str(TOKEN), PAYLOAD)),
+    (embed_message(JOB, 5, TOKEN, PAYLOAD), EMBED_QUEUE, "embed_batch", (str(JOB), 5, str(TOKEN), WIRE)),
+    (
+        write_message(JOB, 6, TOKEN, WITH_VECTORS),
+        WRITE_QUEUE,
+        "write_batch",
+        (str(JOB), 6, str(TOKEN), WIRE_WITH_VECTORS),
+    ),
     (record_message(JOB, 7, TOKEN), COORDINATE_QUEUE, "record_batch", (str(JOB), 7, str(TOKEN))),
 ]
 
@@ -148,3 +163,40 @@ def test_control_messages_carry_only_small_identifiers(message: dramatiq.Message
 
 def test_each_built_message_gets_its_own_id() -> None:
     assert plan_message(JOB).message_id != plan_message(JOB).message_id
+
+
+# --- typed payloads and their version ---------------------------------------------------------------
+
+
+def test_payload_round_trips_through_json_with_its_version() -> None:
+    wire = json.loads(json.dumps(WIRE_WITH_VECTORS))
+    assert wire["version"] == PAYLOAD_VERSION
+    decoded = decode_payload(wire)
+    assert decoded.files == PAYLOAD.files
+    assert decoded.skipped == PAYLOAD.skipped
+    assert decoded.vectors is not None
+    assert decoded.vectors.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+    assert decoded.chunks[0].content == "x = 1\ny = 2"
+
+
+def test_an_older_unversioned_payload_is_read_as_version_1() -> None:
+    # What workers before PAYLOAD_VERSION sent: the same layout without the key.
+    old = {key: value for key, value in WIRE.items() if key != "version"}
+    assert decode_payload(old) == PAYLOAD
+
+
+@pytest.mark.parametrize("version", [PAYLOAD_VERSION + 1, "2", None, 0])
+def test_an_unknown_version_is_refused_by_name(version: object) -> None:
+    with pytest.raises(UnsupportedPayloadError, match="payload version"):
+        decode_payload({**WIRE, "version": version})
+
+
+def test_a_malformed_payload_is_refused_not_crashed_on() -> None:
+    broken = {**WIRE, "files": [{"path": "a.py"}]}
+    with pytest.raises(UnsupportedPayloadError, match="malformed"):
+        decode_payload(broken)
+
+
+def test_a_write_message_needs_vectors() -> None:
+    with pytest.raises(ValueError, match="vectors"):
+        write_message(JOB, 1, TOKEN, PAYLOAD)

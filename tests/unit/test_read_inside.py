@@ -34,21 +34,21 @@ def test_files_changed_since_the_scan_are_refused_with_reasons(repo: Path) -> No
     settings = Settings(max_file_bytes=1024)
     # A FIFO read without O_NONBLOCK would block forever: the timeout turns a hang into a failure.
     payload = run_with_timeout(lambda: read_and_chunk(repo, [{"path": name} for name in names], settings), 30)
-    assert sorted(item["path"] for item in payload["files"]) == ["inside.py", "ok.py"]
-    assert sorted(map(tuple, payload["failed"])) == [
+    assert sorted(item.path for item in payload.files) == ["inside.py", "ok.py"]
+    assert sorted(map(tuple, payload.failed)) == [
         ("dir.py", "unreadable: not a regular file"),
         ("escape.py", "symlink outside repository"),
         ("gone.py", "deleted since the scan"),
         ("loop-a.py", "symlink loop"),
         ("pipe.py", "unreadable: not a regular file"),
     ]
-    assert payload["skipped"] == [["grown.py", "too large"]]
-    assert all("TOP SECRET" not in chunk[3] for item in payload["files"] for chunk in item["chunks"])
+    assert payload.skipped == (("grown.py", "too large"),)
+    assert all("TOP SECRET" not in chunk.content for chunk in payload.chunks)
 
 
 def test_the_repository_root_may_itself_be_a_symlink(repo: Path, tmp_path: Path) -> None:
     alias = tmp_path / "alias"
     alias.symlink_to(repo, target_is_directory=True)
     payload = read_and_chunk(alias, [{"path": "ok.py"}, {"path": "escape.py"}], Settings())
-    assert [item["path"] for item in payload["files"]] == ["ok.py"]
-    assert payload["failed"] == [["escape.py", "symlink outside repository"]]
+    assert [item.path for item in payload.files] == ["ok.py"]
+    assert payload.failed == (("escape.py", "symlink outside repository"),)
