@@ -39,7 +39,7 @@ from actors.messages import (
     write_message,
 )
 from actors.resources import Resources
-from actors.scanning import language_of
+from actors.scanning import RootRejectedError, checked_root, language_of, looks_binary
 from models import embedding_cache, jobs, ledger
 from models.logs import log_context
 from models.settings import Settings
@@ -78,7 +78,10 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
     out_files: list[dict[str, Any]] = []
     skipped: list[list[str]] = []
     failed: list[list[str]] = []
-    real_root = root.resolve()
+    try:
+        real_root = checked_root(str(root), settings.allowed_roots)
+    except RootRejectedError as error:
+        return {"files": [], "skipped": [], "failed": [[entry["path"], str(error)] for entry in files]}
     for entry in files:
         relative = entry["path"]
         try:
@@ -95,7 +98,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
         if len(raw) > settings.max_file_bytes:
             skipped.append([relative, "too large"])
             continue
-        if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
+        if looks_binary(raw):
             skipped.append([relative, "binary"])
             continue
         content = raw.decode("utf-8", errors="replace")

@@ -36,7 +36,15 @@ from actors.dispatch import dispatch_window, promote_and_plan
 from actors.embedders import configured_name
 from actors.messages import PLAN_QUEUE, STAGE_RETRIES
 from actors.resources import Resources
-from actors.scanning import ScannedFile, looks_binary, scan_repository
+from actors.scanning import (
+    RootRejectedError,
+    ScannedFile,
+    checked_root,
+    kept_unreadable,
+    looks_binary,
+    scan_repository,
+    unreadable_note,
+)
 from models import jobs, ledger
 from models.logs import log_context
 
@@ -142,10 +150,11 @@ async def plan_job(job_id: str) -> None:
             async with res.engine.begin() as conn:
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
             return
-        root = Path(row.repo_path)
-        if not root.is_dir():
+        try:
+            root = checked_root(row.repo_path, res.settings.allowed_roots)
+        except RootRejectedError as error:
             async with res.engine.begin() as conn:
-                await jobs.fail_job(conn, job, f"repository path {root} is no longer a readable directory")
+                await jobs.fail_job(conn, job, str(error))
             metrics.job_finished("failed")
             await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
             return
@@ -153,7 +162,7 @@ async def plan_job(job_id: str) -> None:
         if not await _set_scan_progress(res, job, f"scanning: listing files under {root}", 0):
             return
         scan = await asyncio.to_thread(scan_repository, root, max_file_bytes=res.settings.max_file_bytes)
-        hashed = await _fingerprint(res, job, root.resolve(), scan.files)
+        hashed = await _fingerprint(res, job, root, scan.files)
         if hashed is None:
             return
         found, hash_skipped = hashed
@@ -161,7 +170,7 @@ async def plan_job(job_id: str) -> None:
         for reason, count in hash_skipped.items():
             skipped_by_reason[reason] = skipped_by_reason.get(reason, 0) + count
         async with res.engine.begin() as conn:
-            planned = await _write_plan(conn, res, job, found, skipped_by_reason)
+            planned = await _write_plan(conn, res, job, found, skipped_by_reason, unreadable=scan.unreadable)
         if planned is None:
             return
         batches, finished = planned
@@ -183,6 +192,8 @@ async def _write_plan(
     job: uuid.UUID,
     found: list[Fingerprint],
     skipped_by_reason: dict[str, int],
+    *,
+    unreadable: dict[str, str] | None = None,
 ) -> tuple[int, bool] | None:
     """Compare with the index, remove what left, write the batches; returns (batches, job finished).
 
@@ -205,6 +216,14 @@ async def _write_plan(
     embedder, dimension = configured_name(res.settings), res.embedder.dimension
     indexed = await ledger.indexed_files(conn, repository_id)
     diff = ledger.diff_against_index({item.path: item.digest for item in found}, indexed)
+    unreadable_message = ""
+    if unreadable:
+        # Not seen is not gone: what the index holds under a directory that could not be listed stays.
+        kept = set(kept_unreadable(diff.removed, unreadable))
+        diff = ledger.IndexDiff(diff.changed, diff.unchanged, [path for path in diff.removed if path not in kept])
+        unreadable_message = unreadable_note(unreadable, len(kept))
+        logger.warning("%s", unreadable_message)
+        await jobs.add_event(conn, job, "scan_incomplete", {"unreadable": unreadable, "message": unreadable_message})
     # A repository never planned by this version has no embedder recorded: its chunks came from the
     # embedder configured then, which is taken to be this one.
     embedder_changed = (
@@ -245,7 +264,7 @@ async def _write_plan(
         unchanged=diff.unchanged,
         removed=len(diff.removed),
         skipped=skipped,
-        note=change_note,
+        note="; ".join(part for part in (change_note, unreadable_message) if part),
     )
     await conn.execute(
         text(

@@ -81,12 +81,17 @@ async def list_repositories(conn: AsyncConnection) -> list[RepositoryRow]:
 
 
 async def find_repositories(conn: AsyncConnection, reference: str, resolved_path: str | None) -> list[RepositoryRow]:
-    """Repositories whose name is ``reference`` or whose path is ``reference`` or ``resolved_path``.
+    """The repository whose path is ``reference`` or ``resolved_path``; else those named ``reference``.
 
-    A path names one repository; a name may name several (two checkouts called ``app``).
+    A path names one repository; a name may name several (two checkouts called ``app``). A path
+    match wins over names: names are chosen by clients, so a repository named like another one's
+    path must not capture (or block the deletion of) that path.
     """
     rows = await conn.execute(
-        text(_LISTING + " WHERE r.name = :ref OR r.path = :ref OR r.path = :resolved ORDER BY r.path"),
+        text(
+            _LISTING + " WHERE r.path = :ref OR r.path = :resolved OR (r.name = :ref AND NOT EXISTS "
+            "(SELECT 1 FROM repositories p WHERE p.path = :ref OR p.path = :resolved)) ORDER BY r.path"
+        ),
         {"active": list(ACTIVE_STATUSES), "ref": reference, "resolved": resolved_path},
     )
     return [_row(row) for row in rows]

@@ -429,9 +429,18 @@ class IndexingService:
             raise ValidationError("repository must be a repository name or path (list_repositories shows them)")
         reference = reference.strip()
         resolved = None
-        expanded = Path(reference).expanduser()
-        if expanded.is_absolute():
-            resolved = str(expanded.resolve())
+        try:
+            expanded = Path(reference).expanduser()
+            if expanded.is_absolute():
+                resolved = str(expanded.resolve())
+        except RuntimeError:  # "~someone" for a user that does not exist, or a symlink loop
+            if reference.startswith("~"):
+                raise ValidationError(
+                    f"repository {shown(reference)}: cannot expand the home directory (no such user); "
+                    "pass the repository's name or absolute path (list_repositories shows them)"
+                ) from None
+        except OSError:
+            pass  # an unresolvable path can still equal a stored one, or a name
         found = await repositories.find_repositories(conn, reference, resolved)
         if not found:
             known = await repositories.known_names(conn)
