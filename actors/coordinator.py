@@ -21,7 +21,7 @@ from actors.dispatch import dispatch_window, promote_and_plan
 from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
 from actors.planning import SCAN_SHARE
 from models import jobs, ledger
-from models.logs import log_context
+from models.logs import failure_cause, log_context
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> N
     job = uuid.UUID(str(args[0]))
     batch = f" of batch {args[1]}" if len(args) > 1 else ""
     trace = str((message.get("options") or {}).get("traceback") or "").strip()
-    cause = trace.splitlines()[-1] if trace else "unknown error"
+    cause = failure_cause(trace) if trace else "unknown error"
     reason = f"{message.get('actor_name')}{batch} failed {retry_info.get('retries', '?')} times: {cause}"
     with log_context(job_id=str(job), stage="failure"):
         logger.error("giving up: %s", reason)

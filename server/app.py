@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from models.logs import redact
 from models.settings import Settings
 from server.auth import BearerTokenMiddleware
-from server.errors import CallerError
+from server.errors import CallerError, outage_message
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
 from server.service import IndexingService, readiness
@@ -94,9 +94,15 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except CallerError as error:
-        # Anything else stays an UnexpectedToolError: the SDK logs it (masked) and the client sees
-        # only "Error executing tool <name>", so no connection detail leaves the server.
         raise ToolError(redact(str(error))) from None
+    except Exception as error:
+        # A dependency down is named (its kind only, no connection detail); anything else stays an
+        # UnexpectedToolError: the SDK logs it (masked) and the client sees "Error executing tool <name>".
+        message = outage_message(error)
+        if message is None:
+            raise
+        logger.warning("tool call failed: %s (%s)", message, redact(str(error).splitlines()[0] if str(error) else ""))
+        raise ToolError(message) from None
 
 
 def build_server(settings: Settings, service: IndexingService | None = None) -> MCPServer[Any]:

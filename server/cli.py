@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from models.logs import configure_logging
 from models.settings import Settings, get_settings
-from server.errors import CallerError
+from server.errors import CallerError, outage_message
 
 _TERMINAL = ("completed", "failed", "cancelled")
 
@@ -44,6 +44,12 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
     except CallerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        message = outage_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 def _queue_consumers(broker_url: str, queue: str) -> int:
