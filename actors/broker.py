@@ -12,9 +12,9 @@ from actors.metrics import in_worker_process  # isort: skip
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AsyncIO
-from dramatiq.middleware.prometheus import Prometheus
 
 from actors.resources import WorkerResources
+from models.exporter import LoopbackPrometheus
 from models.logs import configure_logging
 from models.settings import Settings, get_settings
 
@@ -27,7 +27,8 @@ def build_broker(settings: Settings) -> tuple[RabbitmqBroker, WorkerResources]:
     if in_worker_process():
         # Dramatiq's metrics plus ours (actors/metrics.py), summed over the worker processes and
         # served by its exposition process on dramatiq_prom_port (9191).
-        broker.add_middleware(Prometheus())
+        # Its exporter binds WORKER_METRICS_HOST (loopback), not Dramatiq's 0.0.0.0.
+        broker.add_middleware(LoopbackPrometheus())
     resources = WorkerResources(settings)
     broker.add_middleware(resources)
     return broker, resources

@@ -26,6 +26,7 @@ from server.errors import CallerError, outage_message
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
 from server.service import IndexingService, readiness
+from server.sessions import bound_sessions
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -240,7 +241,13 @@ def build_http_app(settings: Settings) -> Starlette:
 
     mcp = build_server(settings, service=_ServiceProxy())  # type: ignore[arg-type]
     holder["mcp"] = mcp
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.http_host)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=settings.http_host,
+        session_idle_timeout=settings.http_session_idle_seconds,
+        max_sessions=settings.http_max_sessions,
+    )
+    bound_sessions(mcp.session_manager)
     # With a token set, everything but the probes needs it (see server/auth.py).
     token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
     return Starlette(
