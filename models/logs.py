@@ -114,6 +114,10 @@ def failure_cause(trace: str) -> str:
     return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
 
 
+#: Longest log message kept whole (tracebacks are not counted); the rest is cut, with its length said.
+MAX_LOG_MESSAGE_CHARS = 1000
+
+
 class RedactingFilter(logging.Filter):
     """Masks credentials in a record's message, arguments, exception and stack text before any handler
     formats it. Installed on the root handler by :func:`configure_logging`."""
@@ -123,6 +127,11 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record is still logged, as its raw template
             message = str(record.msg)
+        if len(message) > MAX_LOG_MESSAGE_CHARS:
+            # Dramatiq logs whole messages ("Failed to post_process_message(embed_batch(..., {'files':
+            # [...chunk texts...]}))" after a broker reconnect): logs must not become a copy of the code.
+            cut = len(message) - MAX_LOG_MESSAGE_CHARS
+            message = f"{message[:MAX_LOG_MESSAGE_CHARS]}…({cut:,} more characters not logged)"
         record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:
