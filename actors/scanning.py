@@ -390,8 +390,14 @@ def _walk(
                     relative = prefix + entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            if entry.name not in IGNORED_DIRS and not rules.matches(relative, is_dir=True):
-                                stack.append((entry.path, relative + "/"))
+                            if entry.name in IGNORED_DIRS or rules.matches(relative, is_dir=True):
+                                continue
+                            if os.path.lexists(os.path.join(entry.path, ".git")):
+                                # Another repository (a clone or submodule inside this one): git does not
+                                # track its files as this one's, and indexing both would store them twice.
+                                skip("nested repository")
+                                continue
+                            stack.append((entry.path, relative + "/"))
                         elif entry.is_file(follow_symlinks=True):
                             yield entry, relative
                         elif entry.is_symlink():

@@ -285,3 +285,17 @@ def test_looks_binary_searches_the_whole_file_for_a_nul(head: bytes, binary: boo
 )
 def test_language_of(path: str, language: str) -> None:
     assert language_of(path) == language
+
+
+def test_a_nested_repository_is_skipped_not_indexed_twice(repo: Path) -> None:
+    _write(repo, "app.py")
+    _write(repo, "libs/clone/.git/HEAD", "ref: refs/heads/main\n")
+    _write(repo, "libs/clone/lib.py")
+    _write(repo, "libs/submodule/.git", "gitdir: ../../.git/modules/submodule\n")  # a submodule's .git is a file
+    _write(repo, "libs/submodule/sub.py")
+    _write(repo, "libs/plain/util.py")
+    result = scan_repository(repo, max_file_bytes=1_000_000)
+    assert [f.path for f in result.files] == ["app.py", "libs/plain/util.py"]
+    assert result.skipped == {"nested repository": 2}
+    # The nested repository itself is indexed as its own root, .git and all ignored.
+    assert _paths(repo / "libs" / "clone") == ["lib.py"]
