@@ -25,7 +25,7 @@ from actors import metrics
 from actors.broker import resources
 from actors.chunking import chunk_file, embedding_text
 from actors.dispatch import promote_and_plan, publish
-from actors.embedders import EmbedderUnavailableError
+from actors.embedders import EmbedderRejectedError, EmbedderUnavailableError
 from actors.embedders.base import Vectors
 from actors.messages import (
     CHUNK_QUEUE,
@@ -217,6 +217,15 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             texts = [embedding_text(chunk[4], chunk[3]) for item in payload["files"] for chunk in item["chunks"]]
             try:
                 vectors = await embed_texts(res, job, batch_no, texts)
+            except EmbedderRejectedError as error:
+                # Up but refusing (wrong vector size, model not found): waiting cannot help.
+                async with res.engine.begin() as conn:
+                    failed = await jobs.fail_job(conn, job, f"embedding failed for good: {error}")
+                if failed:
+                    logger.error("embedding service refused batch %d: job failed (%s)", batch_no, error)
+                    metrics.job_finished("failed")
+                    await promote_and_plan(res.engine, res.settings.max_concurrent_jobs)
+                return
             except EmbedderUnavailableError as error:
                 await wait_for_embedder(res, job, batch_no, current, payload, str(error))
                 return

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -133,7 +134,7 @@ def test_filter_survives_a_malformed_record() -> None:
 def test_a_logged_dramatiq_message_does_not_copy_its_chunk_texts_into_the_log() -> None:
     # What Dramatiq's consumer logs after a broker reconnect: the whole message, source texts included.
     body = "def secret_algorithm():\n    return 42\n" * 2000
-    message = dramatiq.Message(
+    message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name="index.embed",
         actor_name="embed_batch",
         args=("job", 3, "token", {"files": [{"path": "a.py", "chunks": [[1, 2000, None, body, "a.py"]]}]}),
