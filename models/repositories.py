@@ -134,6 +134,18 @@ async def delete_repository(conn: AsyncConnection, repository_id: uuid.UUID) -> 
     ).first()
     if active is not None:
         raise RepositoryBusyError(f"job {active.id} is {active.status} on this repository")
+    # Vectors only this repository's texts used go too (else deleting the only repository frees
+    # little). A text's cache key is sha256 of what the embedder saw, actors.chunking.embedding_text:
+    # header, newline, content. Texts other repositories still hold keep their vectors.
+    await conn.execute(
+        text(
+            "DELETE FROM embedding_cache WHERE text_hash IN ("
+            " SELECT sha256(convert_to(header || E'\\n' || content, 'UTF8')) FROM chunks WHERE repository_id = :id"
+            " EXCEPT"
+            " SELECT sha256(convert_to(header || E'\\n' || content, 'UTF8')) FROM chunks WHERE repository_id <> :id)"
+        ),
+        {"id": repository_id},
+    )
     chunks = (await conn.execute(text("DELETE FROM chunks WHERE repository_id = :id"), {"id": repository_id})).rowcount
     files = (await conn.execute(text("DELETE FROM files WHERE repository_id = :id"), {"id": repository_id})).rowcount
     job_count = await conn.scalar(

@@ -24,6 +24,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from actors.chunking import embedding_text
+from models.embedding_cache import text_hash
 from tests.integration.stack import McpClient, Stack, ToolCallError
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -220,3 +222,38 @@ async def test_an_unknown_users_home_as_a_repository_is_a_validation_error(stack
                 ToolCallError, match="cannot expand the home directory"
             ):  # before: "Error executing tool"
                 await client.call(tool, **arguments)
+
+
+async def _cache_keys(db: asyncpg.Pool, repo: Path) -> set[bytes]:
+    """The embedding-cache keys of a repository's chunks, computed the way the embed stage computes them."""
+    async with db.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT c.header, c.content FROM chunks c JOIN repositories r ON r.id = c.repository_id WHERE r.path = $1",
+            str(repo),
+        )
+    return {text_hash(embedding_text(row["header"], row["content"])) for row in rows}
+
+
+async def _cached(db: asyncpg.Pool, keys: set[bytes]) -> set[bytes]:
+    async with db.acquire() as conn:
+        rows = await conn.fetch("SELECT text_hash FROM embedding_cache WHERE text_hash = ANY($1::bytea[])", list(keys))
+    return {bytes(row["text_hash"]) for row in rows}
+
+
+async def test_deleting_a_repository_purges_the_vectors_only_it_used(
+    stack: Stack, allowed_root: Path, db: asyncpg.Pool
+) -> None:
+    shared = "def shared_between_the_two_checkouts():\n    return 7\n"
+    first = _write_tree(
+        allowed_root / "allowed" / "cache_a",
+        {"shared.py": shared, "mine.py": "def only_in_the_first_checkout_zq():\n    return 1\n"},
+    )
+    second = _write_tree(allowed_root / "allowed" / "cache_b", {"shared.py": shared})
+    async with stack.client() as client:
+        for repo in (first, second):
+            assert (await run_job(client, repo))["status"] == "completed"
+        first_keys, second_keys = await _cache_keys(db, first), await _cache_keys(db, second)
+        assert second_keys < first_keys and await _cached(db, first_keys) == first_keys
+        await client.call("delete_repository", repository=str(first))
+    # Before: all of them stayed. Now only what the other repository still holds.
+    assert await _cached(db, first_keys) == second_keys
