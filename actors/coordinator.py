@@ -21,6 +21,7 @@ from actors.dispatch import dispatch_window, promote_and_plan
 from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
 from actors.planning import SCAN_SHARE
 from models import jobs, ledger
+from models.database_watch import disk_full_note
 from models.logs import failure_cause, log_context
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> N
     trace = str((message.get("options") or {}).get("traceback") or "").strip()
     cause = failure_cause(trace) if trace else "unknown error"
     reason = f"{message.get('actor_name')}{batch} failed {retry_info.get('retries', '?')} times: {cause}"
+    if note := disk_full_note(res.settings):
+        reason += f" ({note})"
     with log_context(job_id=str(job), stage="failure"):
         logger.error("giving up: %s", reason)
         async with res.engine.begin() as conn:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.embedders import Embedder, build_embedder, configured_dimension_async
 from models.database import create_engine, resolve_database_url
+from models.database_watch import is_database_outage, revive_embedded_postgres_sync
 from models.migrate import upgrade_to_head
 from models.settings import Settings
 
@@ -83,6 +84,13 @@ class WorkerResources(Middleware):
                 name="preload-model",
                 daemon=True,
             ).start()
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        """A message failed because the embedded PostgreSQL is down: start it again, so the retry can succeed."""
+        if exception is not None and is_database_outage(exception):
+            revive_embedded_postgres_sync(self.settings)
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         loop_thread: Any = get_event_loop_thread()

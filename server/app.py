@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from models.database_watch import is_database_outage, revive_embedded_postgres
 from models.logs import redact
 from models.settings import Settings
 from server.auth import BearerTokenMiddleware
@@ -45,8 +46,10 @@ async def _upkeep(service: IndexingService) -> None:
         await asyncio.sleep(UPKEEP_INTERVAL_SECONDS)
         try:
             await service.reap()
-        except Exception:  # upkeep must outlive a database blip; the next round retries
+        except Exception as error:  # upkeep must outlive a database blip; the next round retries
             logger.exception("upkeep round failed")
+            if is_database_outage(error):
+                await revive_embedded_postgres(service.settings)
 
 
 @asynccontextmanager

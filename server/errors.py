@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from models.database_watch import is_database_outage
 
 
 class CallerError(Exception):
@@ -25,20 +24,6 @@ class InvalidStateError(CallerError):
     """The operation does not apply in the object's current state (cancelling a finished job)."""
 
 
-#: Modules whose failures mean "the database is unavailable", not "the request was wrong".
-_DATABASE_MODULES = ("sqlalchemy", "asyncpg")
-
-
-def _raised_in(error: BaseException, packages: tuple[str, ...]) -> bool:
-    traceback = error.__traceback__
-    while traceback is not None:
-        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
-        if module.split(".", 1)[0] in packages:
-            return True
-        traceback = traceback.tb_next
-    return False
-
-
 def outage_message(error: BaseException) -> str | None:
     """What to tell a client when a dependency failed under its request, or None when it is a bug.
 
@@ -46,17 +31,10 @@ def outage_message(error: BaseException) -> str | None:
     credential; ``/readyz`` reports the same. Without this the client sees only the SDK's bare
     "Error executing tool <name>".
     """
+    if not is_database_outage(error):
+        return None
     kind = type(getattr(error, "orig", None) or error).__name__
-    database_down = isinstance(error, OperationalError | InterfaceError | PoolTimeoutError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
+    return (
+        f"the database is unavailable ({kind}). Retry in a moment; if it persists, "
+        "check that PostgreSQL is running and has free disk space (GET /readyz reports it)"
     )
-    if not database_down and isinstance(error, OSError | TimeoutError) and _raised_in(error, _DATABASE_MODULES):
-        database_down = True  # asyncpg's connect raises ConnectionRefusedError & co. unwrapped
-    if not database_down and type(error).__module__.split(".", 1)[0] == "asyncpg":
-        database_down = "Connection" in kind or "CannotConnect" in kind or "Shutdown" in kind
-    if database_down:
-        return (
-            f"the database is unavailable ({kind}). Retry in a moment; if it persists, "
-            "check that PostgreSQL is running and has free disk space (GET /readyz reports it)"
-        )
-    return None
