@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AsyncIO
-from dramatiq.middleware.prometheus import DB_PATH, Prometheus
+from dramatiq.middleware.prometheus import DB_PATH
 
 from actors.resources import WorkerResources
+from models.exporter import LoopbackPrometheus
 from models.logs import configure_logging
 from models.settings import Settings, get_settings
 
@@ -68,7 +69,8 @@ def build_broker(settings: Settings, *, worker: bool = False) -> tuple[RabbitmqB
     if worker:
         # Dramatiq's metrics plus ours (actors/metrics.py), summed over the worker processes and
         # served by its exposition process on dramatiq_prom_port (9191).
-        broker.add_middleware(Prometheus())
+        # Its exporter binds WORKER_METRICS_HOST (loopback), not Dramatiq's 0.0.0.0.
+        broker.add_middleware(LoopbackPrometheus())
     resources = WorkerResources(settings)
     broker.add_middleware(resources)
     return broker, resources

@@ -17,7 +17,8 @@ from actors.broker import stage_actor, worker_resources
 from actors.dispatch import dispatch_window, job_ended
 from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
 from models import jobs, ledger, lifecycle
-from models.logs import log_context
+from models.database_watch import disk_full_note
+from models.logs import failure_cause, log_context
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,10 @@ async def stage_failed(message: dict[str, Any], retry_info: dict[str, Any]) -> N
     job = uuid.UUID(str(args[0]))
     batch = f" of batch {args[1]}" if len(args) > 1 else ""
     trace = str((message.get("options") or {}).get("traceback") or "").strip()
-    cause = trace.splitlines()[-1] if trace else "unknown error"
+    cause = failure_cause(trace) if trace else "unknown error"
     reason = f"{message.get('actor_name')}{batch} failed {retry_info.get('retries', '?')} times: {cause}"
+    if note := disk_full_note(res.settings):
+        reason += f" ({note})"
     with log_context(job_id=str(job), stage="failure"):
         logger.error("giving up: %s", reason)
         async with res.engine.begin() as conn:

@@ -24,7 +24,7 @@ from actors import metrics
 from actors.broker import stage_actor, worker_resources
 from actors.chunking import chunk_file, embedding_text
 from actors.dispatch import job_ended, publish
-from actors.embedders import EmbedderUnavailableError
+from actors.embedders import EmbedderRejectedError, EmbedderUnavailableError
 from actors.embedders.base import Vectors
 from actors.messages import (
     CHUNK_QUEUE,
@@ -42,14 +42,12 @@ from actors.messages import (
     write_message,
 )
 from actors.resources import Resources
-from actors.scanning import language_of
+from actors.scanning import RootRejectedError, checked_root, language_of, looks_binary
 from models import embedding_cache, jobs, ledger
 from models.logs import log_context
 from models.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-_BINARY_SNIFF_BYTES = 8192
 
 
 class _NotIndexable(Exception):
@@ -81,7 +79,10 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
     out_files: list[FileRecord] = []
     skipped: list[NotIndexed] = []
     failed: list[NotIndexed] = []
-    real_root = root.resolve()
+    try:
+        real_root = checked_root(str(root), settings.allowed_roots)
+    except RootRejectedError as error:
+        return BatchPayload((), (), tuple(NotIndexed(entry["path"], str(error)) for entry in files))
     for entry in files:
         relative = entry["path"]
         try:
@@ -98,7 +99,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
         if len(raw) > settings.max_file_bytes:
             skipped.append(NotIndexed(relative, "too large"))
             continue
-        if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
+        if looks_binary(raw):
             skipped.append(NotIndexed(relative, "binary"))
             continue
         content = raw.decode("utf-8", errors="replace")
@@ -216,6 +217,14 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             texts = [embedding_text(chunk.header, chunk.content) for chunk in batch.chunks]
             try:
                 vectors = await embed_texts(res, job, batch_no, texts)
+            except EmbedderRejectedError as error:
+                # Up but refusing (wrong vector size, model not found): waiting cannot help.
+                async with res.engine.begin() as conn:
+                    finished = await jobs.finish_job(conn, job, jobs.Failed(f"embedding failed for good: {error}"))
+                if finished.ended:
+                    logger.error("embedding service refused batch %d: job failed (%s)", batch_no, error)
+                await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
+                return
             except EmbedderUnavailableError as error:
                 await wait_for_embedder(res, job, batch_no, current, batch, str(error))
                 return

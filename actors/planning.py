@@ -36,7 +36,15 @@ from actors.dispatch import dispatch_window, job_ended
 from actors.embedders import configured_name
 from actors.messages import PLAN_QUEUE, STAGE_RETRIES
 from actors.resources import Resources
-from actors.scanning import ScannedFile, looks_binary, scan_repository
+from actors.scanning import (
+    RootRejectedError,
+    ScannedFile,
+    checked_root,
+    kept_unreadable,
+    looks_binary,
+    scan_repository,
+    unreadable_note,
+)
 from models import jobs, ledger, lifecycle
 from models.lifecycle import SCAN_SHARE
 from models.logs import log_context
@@ -129,19 +137,18 @@ async def plan_job(job_id: str) -> None:
             async with res.engine.begin() as conn:
                 await dispatch_window(conn, job, res.settings.batches_in_flight)
             return
-        root = Path(row["repo_path"])
-        if not root.is_dir():
+        try:
+            root = checked_root(row["repo_path"], res.settings.allowed_roots)
+        except RootRejectedError as error:
             async with res.engine.begin() as conn:
-                finished = await jobs.finish_job(
-                    conn, job, jobs.Failed(f"repository path {root} is no longer a readable directory")
-                )
+                finished = await jobs.finish_job(conn, job, jobs.Failed(str(error)))
             await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
             return
         logger.info("scanning %s", root)
         if not await _set_scan_progress(res, job, lifecycle.scan_listing_message(root), 0):
             return
         scan = await asyncio.to_thread(scan_repository, root, max_file_bytes=res.settings.max_file_bytes)
-        hashed = await _fingerprint(res, job, root.resolve(), scan.files)
+        hashed = await _fingerprint(res, job, root, scan.files)
         if hashed is None:
             return
         found, hash_skipped = hashed
@@ -149,7 +156,7 @@ async def plan_job(job_id: str) -> None:
         for reason, count in hash_skipped.items():
             skipped_by_reason[reason] = skipped_by_reason.get(reason, 0) + count
         async with res.engine.begin() as conn:
-            planned = await _write_plan(conn, res, job, found, skipped_by_reason)
+            planned = await _write_plan(conn, res, job, found, skipped_by_reason, unreadable=scan.unreadable)
         if planned is None:
             return
         batches, finished = planned
@@ -172,6 +179,8 @@ class Plan:
     change_note: str
     batches: list[ledger.PlannedBatch]
     skipped_by_reason: dict[str, int]
+    #: Says which directories could not be listed and how many indexed files under them were kept.
+    unreadable_note: str = ""
 
     @property
     def skipped(self) -> int:
@@ -185,7 +194,7 @@ class Plan:
             unchanged=self.diff.unchanged,
             removed=len(self.diff.removed),
             skipped=self.skipped,
-            note=self.change_note,
+            note="; ".join(part for part in (self.change_note, self.unreadable_note) if part),
         )
 
     @property
@@ -211,10 +220,19 @@ def decide_plan(
     dimension: int,
     max_files: int,
     max_bytes: int,
+    unreadable: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compare the hashed files with the index (``path -> content_hash``) and the repository's
-    recorded embedder with the configured one; split what must be (re)indexed into batches."""
+    recorded embedder with the configured one; split what must be (re)indexed into batches.
+
+    ``unreadable`` maps the directories the scan could not list to the reason: the indexed files
+    under them are kept, never removed (not seen is not gone)."""
     diff = ledger.diff_against_index({item.path: item.digest for item in found}, indexed)
+    kept_note = ""
+    if unreadable:
+        kept = set(kept_unreadable(diff.removed, unreadable))
+        diff = ledger.IndexDiff(diff.changed, diff.unchanged, [path for path in diff.removed if path not in kept])
+        kept_note = unreadable_note(dict(unreadable), len(kept))
     # A repository never planned by this version has no embedder recorded: its chunks came from the
     # embedder configured then, which is taken to be this one.
     embedder_changed = (
@@ -233,7 +251,7 @@ def decide_plan(
     batches = ledger.split_into_batches(
         [(path, sizes[path]) for path in diff.changed], max_files=max_files, max_bytes=max_bytes
     )
-    return Plan(diff, embedder_changed, change_note, batches, dict(skipped_by_reason))
+    return Plan(diff, embedder_changed, change_note, batches, dict(skipped_by_reason), kept_note)
 
 
 async def _write_plan(
@@ -242,6 +260,8 @@ async def _write_plan(
     job: uuid.UUID,
     found: list[Fingerprint],
     skipped_by_reason: dict[str, int],
+    *,
+    unreadable: dict[str, str] | None = None,
 ) -> tuple[int, jobs.Finished] | None:
     """Decide the plan against the index, then write it: removals, batches, the job's figures.
 
@@ -268,6 +288,7 @@ async def _write_plan(
         dimension=dimension,
         max_files=res.settings.batch_size,
         max_bytes=res.settings.batch_max_bytes,
+        unreadable=unreadable,
     )
     if plan.remove_all:
         # Old and new vectors are not comparable: drop every old row now rather than mix them in search.
@@ -285,6 +306,9 @@ async def _write_plan(
         text("UPDATE repositories SET embedder = :embedder, dimension = :dimension WHERE id = :id"),
         {"id": repository_id, "embedder": embedder, "dimension": dimension},
     )
+    if plan.unreadable_note:
+        logger.warning("%s", plan.unreadable_note)
+        await jobs.add_event(conn, job, "scan_incomplete", {"unreadable": unreadable, "message": plan.unreadable_note})
     await ledger.write_plan(conn, job, plan.batches)
     await jobs.mark_planned(
         conn,

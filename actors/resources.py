@@ -18,7 +18,9 @@ from dramatiq.asyncio import get_event_loop_thread
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.embedders import Embedder, build_embedder, configured_dimension_async
+from actors.signals import guard_duplicate_sigterm
 from models.database import create_engine, resolve_database_url
+from models.database_watch import is_database_outage, revive_embedded_postgres_sync
 from models.migrate import upgrade_to_head
 from models.settings import Settings
 
@@ -73,7 +75,11 @@ class WorkerResources(Middleware):
             self._resources = None
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        """Load the local model in the background now, so the first embed batch does not wait for it."""
+        """Load the local model in the background now, so the first embed batch does not wait for it.
+
+        Also makes a process-group SIGTERM stop the worker rather than hang it (actors/signals.py).
+        """
+        guard_duplicate_sigterm()
         if self.settings.embedder == "local":
             from actors.embedders.local_model import load_model
 
@@ -83,6 +89,13 @@ class WorkerResources(Middleware):
                 name="preload-model",
                 daemon=True,
             ).start()
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        """A message failed because the embedded PostgreSQL is down: start it again, so the retry can succeed."""
+        if exception is not None and is_database_outage(exception):
+            revive_embedded_postgres_sync(self.settings)
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         loop_thread: Any = get_event_loop_thread()

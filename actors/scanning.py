@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pathspec
@@ -162,13 +162,13 @@ def language_of(path: str) -> str:
     return LANGUAGES.get(os.path.splitext(name)[1].lower(), "text")
 
 
-#: How much of a file's start is searched for a NUL byte to call it binary (as git does).
-BINARY_SNIFF_BYTES = 8192
+def looks_binary(raw: bytes) -> bool:
+    """True when the bytes contain a NUL anywhere: not text worth embedding.
 
-
-def looks_binary(head: bytes) -> bool:
-    """True when a file's first bytes contain a NUL: not text worth embedding."""
-    return b"\x00" in head[:BINARY_SNIFF_BYTES]
+    Git sniffs only the first 8 KiB, but a NUL further on (an ``.ai`` file is a PDF with text up
+    front) cannot be stored in a PostgreSQL ``text`` column and would fail the whole batch.
+    """
+    return b"\x00" in raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +182,77 @@ class ScanResult:
     files: list[ScannedFile]
     #: reason -> count (binary, too large, unreadable, symlink outside repository, symlink to ignored file)
     skipped: dict[str, int]
+    #: Relative paths of directories (or entries) that could not be listed or examined, with the
+    #: reason. What the index holds under them is unknown now, so it must be kept, not removed.
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+class RootRejectedError(Exception):
+    """The repository root may not (or cannot) be read now; the message says why and is shown as the job's error."""
+
+
+def checked_root(repo_path: str, allowed_roots: Sequence[Path]) -> Path:
+    """The repository root to read, re-resolved and re-checked now (planner and chunk stage).
+
+    ``repo_path`` was resolved and checked against the allowed roots when the job was admitted. A
+    job can wait (pending) for any length of time, so the directory may since have been swapped
+    for a symlink leading elsewhere: the path must still resolve to itself, lie inside
+    ``allowed_roots`` (when set) and be a listable directory. The messages name no path but the
+    repository's own, so nothing is revealed about where a swapped-in symlink points.
+
+    Raises:
+        RootRejectedError: the root moved, left the allowed roots, vanished or cannot be listed.
+    """
+    stored = Path(repo_path)
+    try:
+        real = stored.resolve(strict=True)
+    except FileNotFoundError:
+        raise RootRejectedError(f"repository path {repo_path} no longer exists") from None
+    except RuntimeError:  # Python 3.11 raises this on a symlink loop
+        raise RootRejectedError(f"repository path {repo_path} cannot be resolved: symlink loop") from None
+    except OSError as error:
+        raise RootRejectedError(
+            f"repository path {repo_path} cannot be resolved: {error.strerror or type(error).__name__}"
+        ) from None
+    if real != stored:
+        raise RootRejectedError(
+            f"repository path {repo_path} no longer resolves to itself (it or a parent was replaced by a "
+            "symlink since the job was started); refusing to follow it: start a job on the real path instead"
+        )
+    roots = [root.resolve() for root in allowed_roots]
+    if roots and not any(real.is_relative_to(root) for root in roots):
+        raise RootRejectedError(
+            f"repository path {repo_path} is outside the allowed roots (CODEBASE_MCP_ALLOWED_ROOTS)"
+        )
+    if not real.is_dir():
+        raise RootRejectedError(f"repository path {repo_path} is no longer a directory")
+    try:
+        with os.scandir(real) as entries:
+            next(entries, None)
+    except OSError as error:
+        raise RootRejectedError(
+            f"repository root {repo_path} cannot be listed ({error.strerror or type(error).__name__}); "
+            "its index was left as it was"
+        ) from None
+    return real
+
+
+def kept_unreadable(paths: Iterable[str], unreadable: Iterable[str]) -> list[str]:
+    """The indexed ``paths`` that lie under (or are) an unreadable entry: they stay in the index."""
+    prefixes = tuple(f"{entry}/" for entry in unreadable)
+    names = set(unreadable)
+    return [path for path in paths if path in names or path.startswith(prefixes)]
+
+
+def unreadable_note(unreadable: dict[str, str], kept: int) -> str:
+    """What a job says about the parts of the tree it could not read, e.g. for the final status."""
+    shown = ", ".join(f"{path} ({reason})" for path, reason in sorted(unreadable.items())[:5])
+    more = f" and {len(unreadable) - 5:,} more" if len(unreadable) > 5 else ""
+    count = len(unreadable)
+    return (
+        f"{count:,} path{'s' if count != 1 else ''} could not be read: {shown}{more}; "
+        f"{kept:,} indexed file{'s' if kept != 1 else ''} under them kept as they were"
+    )
 
 
 class IgnoreRules:
@@ -249,11 +320,12 @@ def scan_repository(
     rules = IgnoreRules(root)
     found: list[ScannedFile] = []
     skipped: dict[str, int] = {}
+    unreadable: dict[str, str] = {}
 
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    for entry, relative in _walk(root, rules, skip):
+    for entry, relative in _walk(root, rules, skip, unreadable):
         if rules.matches(relative, is_dir=False):
             continue
         if os.path.splitext(entry.name)[1].lower() in BINARY_EXTENSIONS:
@@ -270,8 +342,9 @@ def scan_repository(
                     skip("symlink to ignored file")
                     continue
             size = entry.stat().st_size
-        except OSError:
+        except OSError as error:
             skip("unreadable")
+            unreadable[relative] = error.strerror or type(error).__name__
             continue
         if size > max_file_bytes:
             skip("too large")
@@ -280,13 +353,30 @@ def scan_repository(
         if on_progress is not None and len(found) % progress_every == 0:
             on_progress(len(found))
     found.sort(key=lambda item: item.path)
-    return ScanResult(found, skipped)
+    return ScanResult(found, skipped, unreadable)
 
 
-def _walk(root: Path, rules: IgnoreRules, skip: Callable[[str], None]) -> Iterator[tuple[os.DirEntry[str], str]]:
+def _valid_name(name: str) -> bool:
+    """Whether a name read from the file system is valid UTF-8 (``os.scandir`` smuggles other bytes
+    in as lone surrogates, which neither JSON nor PostgreSQL accepts)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _walk(
+    root: Path, rules: IgnoreRules, skip: Callable[[str], None], unreadable: dict[str, str]
+) -> Iterator[tuple[os.DirEntry[str], str]]:
     """Regular files (or symlinks to them) under ``root`` with their relative paths.
 
-    Ignored directories are not entered; whatever else is met is counted with ``skip``.
+    Ignored directories are not entered; whatever else is met is counted with ``skip``. A
+    directory (or entry) that cannot be listed (or examined) is recorded in ``unreadable``, relative
+    path -> reason, so that the planner keeps what the index holds under it.
+
+    Raises:
+        OSError: the root itself cannot be listed (a scan of nothing must not pass for an empty tree).
     """
     stack = [(str(root), "")]
     while stack:
@@ -294,11 +384,20 @@ def _walk(root: Path, rules: IgnoreRules, skip: Callable[[str], None]) -> Iterat
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
+                    if not _valid_name(entry.name):
+                        skip("name not valid UTF-8")
+                        continue
                     relative = prefix + entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            if entry.name not in IGNORED_DIRS and not rules.matches(relative, is_dir=True):
-                                stack.append((entry.path, relative + "/"))
+                            if entry.name in IGNORED_DIRS or rules.matches(relative, is_dir=True):
+                                continue
+                            if os.path.lexists(os.path.join(entry.path, ".git")):
+                                # Another repository (a clone or submodule inside this one): git does not
+                                # track its files as this one's, and indexing both would store them twice.
+                                skip("nested repository")
+                                continue
+                            stack.append((entry.path, relative + "/"))
                         elif entry.is_file(follow_symlinks=True):
                             yield entry, relative
                         elif entry.is_symlink():
@@ -306,8 +405,11 @@ def _walk(root: Path, rules: IgnoreRules, skip: Callable[[str], None]) -> Iterat
                             skip("symlink to a directory" if entry.is_dir() else "broken symlink")
                         else:
                             skip("not a regular file")  # FIFO, socket, device: reading could block
-                    except OSError:
+                    except OSError as error:
                         skip("unreadable")
-        except OSError:
-            if directory != str(root):
-                skip("unreadable directory")
+                        unreadable[relative] = error.strerror or type(error).__name__
+        except OSError as error:
+            if directory == str(root):
+                raise
+            skip("unreadable directory")
+            unreadable[prefix.rstrip("/")] = error.strerror or type(error).__name__

@@ -295,8 +295,8 @@ async def complete_job(conn: AsyncConnection, job_id: uuid.UUID, *, embedder: st
         return False
     note = await conn.scalar(
         text(
-            "SELECT detail->>'message' FROM job_events WHERE job_id = :id AND event = 'embedder_changed' "
-            "ORDER BY at DESC LIMIT 1"
+            "SELECT string_agg(detail->>'message', '; ' ORDER BY at) FROM job_events "
+            "WHERE job_id = :id AND event IN ('embedder_changed', 'scan_incomplete')"
         ),
         {"id": job_id},
     )

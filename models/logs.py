@@ -85,6 +85,42 @@ def redact(text: str) -> str:
     return text
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Exceeded|Closed|Failed)\b")
+#: Lines SQLAlchemy appends to a DBAPI error: the statement, its parameters (which may hold whole
+#: source texts) and a link to its docs. None says what went wrong.
+_SQLALCHEMY_NOISE = ("[SQL:", "[parameters:", "(Background on this error at:")
+MAX_CAUSE_CHARS = 500
+
+
+def failure_cause(trace: str) -> str:
+    """The exception line (and its detail lines) of a formatted traceback, for a job's error message.
+
+    The last line of a traceback is not always the cause: SQLAlchemy ends its errors with
+    ``(Background on this error at: https://sqlalche.me/...)`` after the SQL and its parameters.
+    """
+    lines = trace.strip().splitlines()
+    start = None
+    for index in range(len(lines) - 1, -1, -1):
+        if _EXCEPTION_LINE.match(lines[index]):
+            start = index
+            break
+    if start is None:
+        kept = [line for line in lines if line.strip() and not line.startswith(_SQLALCHEMY_NOISE)]
+        return kept[-1][:MAX_CAUSE_CHARS] if kept else "unknown error"
+    cause: list[str] = []
+    for line in lines[start:]:
+        if line.startswith(_SQLALCHEMY_NOISE):
+            break
+        if line.strip():
+            cause.append(line.strip())
+    text = " ".join(cause)
+    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
+
+
+#: Longest log message kept whole (tracebacks are not counted); the rest is cut, with its length said.
+MAX_LOG_MESSAGE_CHARS = 1000
+
+
 class RedactingFilter(logging.Filter):
     """Masks credentials in a record's message, arguments, exception and stack text before any handler
     formats it. Installed on the root handler by :func:`configure_logging`."""
@@ -94,6 +130,11 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record is still logged, as its raw template
             message = str(record.msg)
+        if len(message) > MAX_LOG_MESSAGE_CHARS:
+            # Dramatiq logs whole messages ("Failed to post_process_message(embed_batch(..., {'files':
+            # [...chunk texts...]}))" after a broker reconnect): logs must not become a copy of the code.
+            cut = len(message) - MAX_LOG_MESSAGE_CHARS
+            message = f"{message[:MAX_LOG_MESSAGE_CHARS]}…({cut:,} more characters not logged)"
         record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:

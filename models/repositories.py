@@ -81,12 +81,17 @@ async def list_repositories(conn: AsyncConnection) -> list[RepositoryRow]:
 
 
 async def find_repositories(conn: AsyncConnection, reference: str, resolved_path: str | None) -> list[RepositoryRow]:
-    """Repositories whose name is ``reference`` or whose path is ``reference`` or ``resolved_path``.
+    """The repository whose path is ``reference`` or ``resolved_path``; else those named ``reference``.
 
-    A path names one repository; a name may name several (two checkouts called ``app``).
+    A path names one repository; a name may name several (two checkouts called ``app``). A path
+    match wins over names: names are chosen by clients, so a repository named like another one's
+    path must not capture (or block the deletion of) that path.
     """
     rows = await conn.execute(
-        text(_LISTING + " WHERE r.name = :ref OR r.path = :ref OR r.path = :resolved ORDER BY r.path"),
+        text(
+            _LISTING + " WHERE r.path = :ref OR r.path = :resolved OR (r.name = :ref AND NOT EXISTS "
+            "(SELECT 1 FROM repositories p WHERE p.path = :ref OR p.path = :resolved)) ORDER BY r.path"
+        ),
         {"active": list(ACTIVE_STATUSES), "ref": reference, "resolved": resolved_path},
     )
     return [_row(row) for row in rows]
@@ -129,6 +134,18 @@ async def delete_repository(conn: AsyncConnection, repository_id: uuid.UUID) -> 
     ).first()
     if active is not None:
         raise RepositoryBusyError(f"job {active.id} is {active.status} on this repository")
+    # Vectors only this repository's texts used go too (else deleting the only repository frees
+    # little). A text's cache key is sha256 of what the embedder saw, actors.chunking.embedding_text:
+    # header, newline, content. Texts other repositories still hold keep their vectors.
+    await conn.execute(
+        text(
+            "DELETE FROM embedding_cache WHERE text_hash IN ("
+            " SELECT sha256(convert_to(header || E'\\n' || content, 'UTF8')) FROM chunks WHERE repository_id = :id"
+            " EXCEPT"
+            " SELECT sha256(convert_to(header || E'\\n' || content, 'UTF8')) FROM chunks WHERE repository_id <> :id)"
+        ),
+        {"id": repository_id},
+    )
     chunks = (await conn.execute(text("DELETE FROM chunks WHERE repository_id = :id"), {"id": repository_id})).rowcount
     files = (await conn.execute(text("DELETE FROM files WHERE repository_id = :id"), {"id": repository_id})).rowcount
     job_count = await conn.scalar(

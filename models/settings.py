@@ -99,6 +99,21 @@ class Settings(BaseSettings):
         description="stdio transport only: serve Prometheus /metrics on this port (HTTP mode serves it at /metrics).",
     )
     metrics_host: str = Field(default="127.0.0.1", description="Bind address of METRICS_PORT.")
+    # --- hostile input: HTTP session bounds, worker metrics exposure ---
+    http_session_idle_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="An HTTP session with no request for this long is closed (client re-initializes).",
+    )
+    http_max_sessions: int = Field(
+        default=1000,
+        ge=1,
+        description="Open HTTP sessions at most; past it the least recently used idle one is evicted.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the workers' Prometheus exporter (dramatiq_prom_host, if set, wins).",
+    )
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 

@@ -19,13 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from models.database_watch import is_database_outage, revive_embedded_postgres
 from models.logs import redact
 from models.settings import Settings
 from server.auth import BearerTokenMiddleware
-from server.errors import CallerError
+from server.errors import CallerError, outage_message
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
 from server.service import IndexingService, readiness
+from server.sessions import bound_sessions
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,8 +46,10 @@ async def _upkeep(service: IndexingService) -> None:
         await asyncio.sleep(UPKEEP_INTERVAL_SECONDS)
         try:
             await service.reap()
-        except Exception:  # upkeep must outlive a database blip; the next round retries
+        except Exception as error:  # upkeep must outlive a database blip; the next round retries
             logger.exception("upkeep round failed")
+            if is_database_outage(error):
+                await revive_embedded_postgres(service.settings)
 
 
 @asynccontextmanager
@@ -94,9 +98,15 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except CallerError as error:
-        # Anything else stays an UnexpectedToolError: the SDK logs it (masked) and the client sees
-        # only "Error executing tool <name>", so no connection detail leaves the server.
         raise ToolError(redact(str(error))) from None
+    except Exception as error:
+        # A dependency down is named (its kind only, no connection detail); anything else stays an
+        # UnexpectedToolError: the SDK logs it (masked) and the client sees "Error executing tool <name>".
+        message = outage_message(error)
+        if message is None:
+            raise
+        logger.warning("tool call failed: %s (%s)", message, redact(str(error).splitlines()[0] if str(error) else ""))
+        raise ToolError(message) from None
 
 
 def build_server(settings: Settings, service: IndexingService | None = None) -> MCPServer[Any]:
@@ -234,7 +244,13 @@ def build_http_app(settings: Settings) -> Starlette:
 
     mcp = build_server(settings, service=_ServiceProxy())  # type: ignore[arg-type]
     holder["mcp"] = mcp
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.http_host)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=settings.http_host,
+        session_idle_timeout=settings.http_session_idle_seconds,
+        max_sessions=settings.http_max_sessions,
+    )
+    bound_sessions(mcp.session_manager)
     # With a token set, everything but the probes needs it (see server/auth.py).
     token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
     return Starlette(

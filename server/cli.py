@@ -23,7 +23,7 @@ from actors.messages import EMBED_QUEUE
 from models.lifecycle import TERMINAL_STATUSES
 from models.logs import configure_logging
 from models.settings import Settings, get_settings
-from server.errors import CallerError
+from server.errors import CallerError, outage_message
 
 
 def _emit(result: BaseModel, as_json: bool, render: Callable[[Any], None]) -> None:
@@ -45,6 +45,12 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
     except CallerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        message = outage_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 def _queue_consumers(broker_url: str, queue: str) -> int:

@@ -419,9 +419,18 @@ class IndexingService:
             raise ValidationError("repository must be a repository name or path (list_repositories shows them)")
         reference = reference.strip()
         resolved = None
-        expanded = Path(reference).expanduser()
-        if expanded.is_absolute():
-            resolved = str(expanded.resolve())
+        try:
+            expanded = Path(reference).expanduser()
+            if expanded.is_absolute():
+                resolved = str(expanded.resolve())
+        except RuntimeError:  # "~someone" for a user that does not exist, or a symlink loop
+            if reference.startswith("~"):
+                raise ValidationError(
+                    f"repository {shown(reference)}: cannot expand the home directory (no such user); "
+                    "pass the repository's name or absolute path (list_repositories shows them)"
+                ) from None
+        except OSError:
+            pass  # an unresolvable path can still equal a stored one, or a name
         found = await repositories.find_repositories(conn, reference, resolved)
         if not found:
             known = await repositories.known_names(conn)
@@ -533,11 +542,29 @@ def repository_model(row: repositories.RepositoryRow) -> Repository:
     )
 
 
+#: ``/readyz`` tries RabbitMQ once, this long at most: the URL's own retries (5 attempts 2 s apart by
+#: default) are for workers riding out a restart, and made a probe take 8 s while the broker was down.
+BROKER_PROBE_TIMEOUT_SECONDS = 2.0
+
+
+def broker_probe_parameters(url: str) -> pika.URLParameters:
+    """The broker URL's parameters for one quick connection attempt."""
+    parameters = pika.URLParameters(url)
+    parameters.connection_attempts = 1
+    parameters.retry_delay = 0
+    parameters.socket_timeout = BROKER_PROBE_TIMEOUT_SECONDS
+    parameters.stack_timeout = BROKER_PROBE_TIMEOUT_SECONDS * 2
+    parameters.blocked_connection_timeout = BROKER_PROBE_TIMEOUT_SECONDS
+    return parameters
+
+
 def _broker_reachable(url: str) -> str | None:
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
+        connection = pika.BlockingConnection(broker_probe_parameters(url))
     except Exception as error:  # any failure means "not reachable"; the message says which
-        return f"{type(error).__name__}: {error}"
+        # pika's connection errors often have an empty str(); the nested cause is in args.
+        detail = str(error) or "; ".join(repr(arg) for arg in error.args) or "no detail"
+        return f"{type(error).__name__}: {detail}"
     connection.close()
     return None
 

@@ -13,12 +13,25 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import hypothesis
 import pytest
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from tests.integration.stack import REPO_ROOT, free_port
 
 EMBEDDING_DIMENSION = 384
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis runs the same examples on every run unless asked otherwise, so CI cannot flake.
+
+    ``ci`` (the default): derandomized (examples derived from each test, not from a random seed)
+    and no example database (nothing carried over between runs or machines). ``explore``
+    (``HYPOTHESIS_PROFILE=explore``): random examples, to look for new failures by hand.
+    """
+    hypothesis.settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    hypothesis.settings.register_profile("explore", derandomize=False)
+    hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.embedders.base import Embedder, EmbedderUnavailableError, Vectors
+from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, Vectors
 from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder, bundled_model_dimension
 from actors.embedders.ollama import OllamaEmbedder, probe_dimension
 from models.settings import Settings
 
 __all__ = [
     "Embedder",
+    "EmbedderRejectedError",
     "EmbedderUnavailableError",
     "Vectors",
     "build_embedder",

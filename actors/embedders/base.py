@@ -15,6 +15,12 @@ class EmbedderUnavailableError(RuntimeError):
     """The backend did not answer after every retry. The message names the backend and the cause."""
 
 
+class EmbedderRejectedError(EmbedderUnavailableError):
+    """The backend answered, in a way no retry or wait can fix: vectors of the wrong size, a
+    non-retryable HTTP status (model not found, bad request, refused credentials). Jobs fail at once
+    with this message instead of waiting ``BLOCKED_TIMEOUT_SECONDS`` for a service that is up."""
+
+
 class Embedder(abc.ABC):
     """Turns texts into unit-length float32 vectors of a fixed :attr:`dimension`.
 

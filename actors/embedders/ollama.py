@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import aiohttp
 import numpy as np
 
-from actors.embedders.base import Embedder, EmbedderUnavailableError, Vectors, normalise
+from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, Vectors, normalise
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class OllamaEmbedder(Embedder):
                         body = await reply.json()
                         vectors = np.asarray(body["embeddings"], dtype=np.float32)
                         if vectors.shape != (len(texts), self.dimension):
-                            raise EmbedderUnavailableError(
+                            raise EmbedderRejectedError(
                                 f"embedding service {self._endpoint} (model {self._model}) returned vectors of shape "
                                 f"{vectors.shape}, expected ({len(texts)}, {self.dimension})"
                             )
@@ -65,7 +65,10 @@ class OllamaEmbedder(Embedder):
                     detail = (await reply.text())[:200]
                     last_error = f"HTTP {reply.status}: {detail}"
                     if reply.status not in _RETRYABLE_STATUSES:
-                        break
+                        raise EmbedderRejectedError(
+                            f"embedding service {self._endpoint} (model {self._model}) refused the request: "
+                            f"{last_error}"
+                        )
             except (aiohttp.ClientError, TimeoutError) as error:
                 last_error = f"{type(error).__name__}: {error}"
             if attempt < self._max_attempts:

@@ -11,7 +11,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from actors.embedders import EmbedderUnavailableError
+from actors.embedders import EmbedderRejectedError, EmbedderUnavailableError
 from actors.embedders.ollama import OllamaEmbedder, probe_dimension
 from tests.fixtures.fake_embedding_server import FakeEmbedder, start_fake_embedding_server
 
@@ -106,6 +106,7 @@ async def test_permanent_failure_names_the_service_and_model(server: str) -> Non
     await _control(server, fail=True)
     with pytest.raises(EmbedderUnavailableError) as raised:
         await _embed(server, ["x = 1"], max_attempts=4)
+    assert not isinstance(raised.value, EmbedderRejectedError)  # a 503 is an outage: the job waits for it
     message = str(raised.value)
     assert f"{server}/api/embed" in message
     assert MODEL in message
@@ -135,7 +136,8 @@ async def test_unreachable_service_raises_after_retries() -> None:
 
 
 async def test_wrong_dimension_is_a_clear_error_and_not_retried(server: str) -> None:
-    with pytest.raises(EmbedderUnavailableError) as raised:
+    # Rejected, not merely unavailable: the job fails at once instead of waiting for a service that is up.
+    with pytest.raises(EmbedderRejectedError) as raised:
         await _embed(server, ["a", "b", "c"], dimension=DIMENSION * 2, max_attempts=5)
     message = str(raised.value)
     assert f"(3, {DIMENSION})" in message
@@ -147,7 +149,7 @@ async def test_wrong_dimension_is_a_clear_error_and_not_retried(server: str) -> 
 async def test_client_errors_are_not_retried(server: str) -> None:
     # The fake server answers HTTP 400 to an empty model name; a long backoff would show any retry.
     started = time.perf_counter()
-    with pytest.raises(EmbedderUnavailableError) as raised:
+    with pytest.raises(EmbedderRejectedError) as raised:
         await asyncio.wait_for(_embed(server, ["x"], model="", max_attempts=5, retry_base_seconds=5), timeout=4)
     assert time.perf_counter() - started < 4
     assert "HTTP 400" in str(raised.value)

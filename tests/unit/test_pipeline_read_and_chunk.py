@@ -97,6 +97,17 @@ def test_nul_byte_marks_a_file_binary(tmp_path: Path, settings: Settings) -> Non
     assert result.failed == ()
 
 
+def test_nul_byte_past_the_8_kib_sniff_is_binary_too(tmp_path: Path, settings: Settings) -> None:
+    # sindresorhus/got's media/logo.ai: text up front, a NUL further on; PostgreSQL text refuses NUL,
+    # so indexing it failed write_batch ten times and every file of the batch with it.
+    late = b"%PDF-1.5 text up front\n" * 400 + b"\x00 binary part"
+    assert len(late) > 8192
+    result = _run(tmp_path, settings, {"logo.ai.txt": late, "ok.py": b"y = 2\n"})
+    assert result.skipped == (NotIndexed("logo.ai.txt", "binary"),)
+    assert [item.path for item in result.files] == ["ok.py"]
+    assert all("\x00" not in chunk.content for chunk in result.chunks)
+
+
 def test_invalid_utf8_is_still_indexed_with_replacement_characters(tmp_path: Path, settings: Settings) -> None:
     raw = b"name = 'caf\xe9'\nother = '\xff\xfe ok'\n"
     item = _only_file(_run(tmp_path, settings, {"latin1.py": raw}))

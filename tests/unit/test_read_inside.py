@@ -46,9 +46,12 @@ def test_files_changed_since_the_scan_are_refused_with_reasons(repo: Path) -> No
     assert all("TOP SECRET" not in chunk.content for chunk in payload.chunks)
 
 
-def test_the_repository_root_may_itself_be_a_symlink(repo: Path, tmp_path: Path) -> None:
+def test_a_repository_root_that_is_now_a_symlink_is_not_read(repo: Path, tmp_path: Path) -> None:
+    # Jobs store the root resolved at admission: a symlink there now means it was swapped since,
+    # possibly to outside ALLOWED_ROOTS (actors.scanning.checked_root), so nothing is read.
     alias = tmp_path / "alias"
     alias.symlink_to(repo, target_is_directory=True)
     payload = read_and_chunk(alias, [{"path": "ok.py"}, {"path": "escape.py"}], Settings())
-    assert [item.path for item in payload.files] == ["ok.py"]
-    assert payload.failed == (("escape.py", "symlink outside repository"),)
+    assert payload.files == ()
+    assert [path for path, _ in payload.failed] == ["ok.py", "escape.py"]
+    assert all("no longer resolves to itself" in reason for _, reason in payload.failed)

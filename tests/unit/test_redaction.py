@@ -6,7 +6,9 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
+import dramatiq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,3 +129,29 @@ def test_filter_survives_a_malformed_record() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d items amqp://u:Sekrit-55@h", ("nan",), None)
     assert RedactingFilter().filter(record)
     assert "Sekrit-55" not in record.getMessage()
+
+
+def test_a_logged_dramatiq_message_does_not_copy_its_chunk_texts_into_the_log() -> None:
+    # What Dramatiq's consumer logs after a broker reconnect: the whole message, source texts included.
+    body = "def secret_algorithm():\n    return 42\n" * 2000
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="index.embed",
+        actor_name="embed_batch",
+        args=("job", 3, "token", {"files": [{"path": "a.py", "chunks": [[1, 2000, None, body, "a.py"]]}]}),
+        kwargs={},
+        options={},
+    )
+    record = logging.LogRecord(
+        "dramatiq.worker.ConsumerThread",
+        logging.ERROR,
+        __file__,
+        1,
+        "Failed to post_process_message(%s)",
+        (message,),
+        None,
+    )
+    RedactingFilter().filter(record)
+    text = record.getMessage()
+    assert text.startswith("Failed to post_process_message(")
+    assert len(text) < 1100, len(text)  # before: every character of the message (78,000 here)
+    assert text.endswith("more characters not logged)")

@@ -254,9 +254,10 @@ def test_progress_is_reported_every_n_files(repo: Path) -> None:
 
 @pytest.mark.parametrize(
     ("head", "binary"),
-    [(b"", False), (b"print('hi')\n", False), (b"\x89PNG\r\n\x1a\n\x00\x00", True), (b"a" * 9000 + b"\x00", False)],
+    [(b"", False), (b"print('hi')\n", False), (b"\x89PNG\r\n\x1a\n\x00\x00", True), (b"a" * 9000 + b"\x00", True)],
 )
-def test_looks_binary_searches_the_first_8_kib_for_a_nul(head: bytes, binary: bool) -> None:
+def test_looks_binary_searches_the_whole_file_for_a_nul(head: bytes, binary: bool) -> None:
+    # Past git's 8 KiB sniff too: PostgreSQL text cannot hold a NUL, so such a file could not be stored.
     assert looks_binary(head) is binary
 
 
@@ -284,3 +285,17 @@ def test_looks_binary_searches_the_first_8_kib_for_a_nul(head: bytes, binary: bo
 )
 def test_language_of(path: str, language: str) -> None:
     assert language_of(path) == language
+
+
+def test_a_nested_repository_is_skipped_not_indexed_twice(repo: Path) -> None:
+    _write(repo, "app.py")
+    _write(repo, "libs/clone/.git/HEAD", "ref: refs/heads/main\n")
+    _write(repo, "libs/clone/lib.py")
+    _write(repo, "libs/submodule/.git", "gitdir: ../../.git/modules/submodule\n")  # a submodule's .git is a file
+    _write(repo, "libs/submodule/sub.py")
+    _write(repo, "libs/plain/util.py")
+    result = scan_repository(repo, max_file_bytes=1_000_000)
+    assert [f.path for f in result.files] == ["app.py", "libs/plain/util.py"]
+    assert result.skipped == {"nested repository": 2}
+    # The nested repository itself is indexed as its own root, .git and all ignored.
+    assert _paths(repo / "libs" / "clone") == ["lib.py"]

@@ -3,12 +3,14 @@ the line-window fallback, splitting and merging, and the invariants every chunki
 
 from __future__ import annotations
 
+import keyword
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, find, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
 
 from actors import syntax_chunking
 from actors.chunking import Chunk, chunk_file, chunk_text, split_lines
@@ -574,7 +576,14 @@ def test_blank_file_gives_no_chunks() -> None:
 
 # --- properties over generated sources ------------------------------------------------------------
 
-_identifier = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+
+def _usable_name(name: str) -> bool:
+    """Not a keyword, soft keyword or, once capitalized for a class, ``None``/``True``/``False``:
+    ``class A:\n    as = 1`` is not Python, so no chunker property can hold on it."""
+    return not any(keyword.iskeyword(n) or keyword.issoftkeyword(n) for n in (name, name.capitalize()))
+
+
+_identifier = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(_usable_name)
 _statement = st.one_of(
     _identifier.map(lambda name: f"{name} = 1"),
     st.just("# a comment"),
@@ -600,6 +609,12 @@ def _python_class(draw: st.DrawFn) -> str:
     fields = draw(st.lists(_statement.filter(bool), max_size=4))
     head = f"class {name}:\n" + "".join(f"    {field}\n" for field in fields) + "    pass\n"
     return head + "\n".join(methods)
+
+
+def test_generated_names_are_never_python_keywords() -> None:
+    # Before: "as", "if", "none" (-> class None) ... were drawn, and the property failed at random.
+    with pytest.raises(NoSuchExample):
+        find(_identifier, lambda name: not _usable_name(name), settings=hsettings(max_examples=2000, database=None))
 
 
 _python_source = st.lists(
