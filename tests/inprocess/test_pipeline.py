@@ -104,7 +104,7 @@ async def test_a_vanished_repository_fails_and_is_counted_once(
     stub_broker.enqueue(plan_message(admission.job_id))
     final = await wait_terminal(service, str(admission.job_id))
     assert final.status == "failed"
-    assert final.error_message == f"repository path {repo} is no longer a readable directory"
+    assert final.error_message == f"repository path {repo} no longer exists"
     stub_broker.join("index.plan")
     assert finished_count("failed") == failed_before + 1
 
