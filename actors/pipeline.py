@@ -50,7 +50,7 @@ from models.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-class _NotIndexable(Exception):
+class NotIndexableError(Exception):
     """The path changed since the scan into something that must not be read; the text says what."""
 
 
@@ -63,13 +63,13 @@ def read_inside(real_root: Path, path: Path, max_bytes: int) -> bytes:
     try:
         real = path.resolve(strict=True)
     except RuntimeError:
-        raise _NotIndexable("symlink loop") from None
+        raise NotIndexableError("symlink loop") from None
     if not real.is_relative_to(real_root):
-        raise _NotIndexable("symlink outside repository")
+        raise NotIndexableError("symlink outside repository")
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise _NotIndexable("unreadable: not a regular file")
+        raise NotIndexableError("unreadable: not a regular file")
     with os.fdopen(fd, "rb") as handle:
         return handle.read(max_bytes + 1)
 
@@ -90,7 +90,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
         except FileNotFoundError:
             failed.append(NotIndexed(relative, "deleted since the scan"))
             continue
-        except _NotIndexable as reason:
+        except NotIndexableError as reason:
             failed.append(NotIndexed(relative, str(reason)))
             continue
         except OSError as error:

@@ -35,6 +35,7 @@ from actors.broker import stage_actor, worker_resources
 from actors.dispatch import dispatch_window, job_ended
 from actors.embedders import configured_name
 from actors.messages import PLAN_QUEUE, STAGE_RETRIES
+from actors.pipeline import NotIndexableError, read_inside
 from actors.resources import Resources
 from actors.scanning import (
     RootRejectedError,
@@ -67,19 +68,22 @@ def fingerprint_files(
 ) -> tuple[list[Fingerprint], dict[str, int]]:
     """Read and hash ``files``; returns the indexable ones and skip counts by reason.
 
-    Files found binary by content or grown past ``max_file_bytes`` since the scan are skipped here,
-    so they are never batched (and leave the index if they were in it). A file deleted since the
-    scan is simply absent. Any other read error keeps the file with no digest: the chunk stage
-    reads it again and reports the error.
+    Read with the chunk stage's guarded reader (:func:`actors.pipeline.read_inside`): the tree may
+    have changed since the scan, and a FIFO must not block this thread nor a symlink to a device be
+    read without limit. Files found binary by content or grown past ``max_file_bytes`` since the
+    scan are skipped here, so they are never batched (and leave the index if they were in it). A
+    file deleted since the scan is simply absent. A file that must not be read, or any other read
+    error, keeps the file with no digest: the chunk stage reads it again and reports why.
     """
     found: list[Fingerprint] = []
     skipped: dict[str, int] = {}
+    real_root = root.resolve()
     for item in files:
         try:
-            raw = (root / item.path).read_bytes()
+            raw = read_inside(real_root, root / item.path, max_file_bytes)
         except FileNotFoundError:
             continue
-        except OSError:
+        except (NotIndexableError, OSError):
             found.append(Fingerprint(item.path, item.size, None))
             continue
         reason = "too large" if len(raw) > max_file_bytes else "binary" if looks_binary(raw) else None

@@ -39,12 +39,12 @@ from bench.stack import (
     ROOT,
     BenchEnvironment,
     bench_environment,
-    control,
     group_members,
     peak_rss_mib,
     sample_texts,
 )
 from models.settings import Settings
+from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient, Stack
 

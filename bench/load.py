@@ -31,7 +31,8 @@ from typing import Any
 import asyncpg
 import psutil
 
-from bench.stack import ROOT, bench_environment, control
+from bench.stack import ROOT, bench_environment
+from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient, Stack, ToolCallError
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -16,12 +15,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
@@ -157,15 +154,6 @@ def stop_workers(workers: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:  # nothing of the call in flight is needed any more
         os.killpg(workers.pid, signal.SIGKILL)
         workers.wait(timeout=30)
-
-
-def control(fake_url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /control of the fake embedding server; returns its stats."""
-    request = urllib.request.Request(
-        f"{fake_url}/control", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return dict(json.loads(reply.read()))
 
 
 def sample_texts(repo: Path, settings: Settings, count: int) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.lifecycle import (
@@ -55,6 +56,16 @@ class JobNotFoundError(LookupError):
 
 class JobStateError(RuntimeError):
     """The job's status does not allow the requested change (for example cancelling a completed job)."""
+
+
+class JobBusyError(JobStateError):
+    """The job's row stayed locked (a worker frozen mid-transaction holds it): nothing was changed."""
+
+
+#: How long a cancel waits for the job's row. Workers hold it for milliseconds; one stopped
+#: mid-transaction (SIGSTOP, a debugger) would hold it, and the tool call, without limit.
+CANCEL_LOCK_TIMEOUT_MS = 5000
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,16 +174,27 @@ async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
 
     Raises:
         JobNotFoundError, JobStateError: unknown job, or a job already finished.
+        JobBusyError: the row stayed locked for ``CANCEL_LOCK_TIMEOUT_MS``; the caller's
+            transaction is aborted and nothing changed.
     """
-    row = (
-        await conn.execute(
-            text(
-                "SELECT status, progress_percentage, files_indexed, chunks_created FROM indexing_jobs "
-                "WHERE id = :id FOR UPDATE"
-            ),
-            {"id": job_id},
-        )
-    ).first()
+    await conn.execute(text(f"SET LOCAL lock_timeout = {CANCEL_LOCK_TIMEOUT_MS}"))
+    try:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT status, progress_percentage, files_indexed, chunks_created FROM indexing_jobs "
+                    "WHERE id = :id FOR UPDATE"
+                ),
+                {"id": job_id},
+            )
+        ).first()
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise JobBusyError(
+            f"cannot cancel job {job_id} now: its row is locked by a worker that has not let go for "
+            f"{CANCEL_LOCK_TIMEOUT_MS / 1000:g} s (stopped or stuck?); nothing was changed, try again"
+        ) from None
     if row is None:
         raise JobNotFoundError(f"job {job_id} not found")
     if row.status in TERMINAL_STATUSES:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -120,6 +120,22 @@ def base_env(database_url: str, broker_url: str, fake_embedding_url: str) -> dic
         }
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def make_database(database_url: str) -> Callable[[str], Awaitable[str]]:
+    """``await make_database(prefix)``: a new, empty database on the session cluster; returns its URL."""
+
+    async def make(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +33,9 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import Db, Postgres, RabbitNode
+from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import BIN, Stack, ToolCallError, wait_for
+from tests.integration.stack import BIN, TERMINAL, Stack, ToolCallError, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -46,7 +45,6 @@ REPO_FILES = 600
 REPO_LINES = 40
 EMBED_DELAY_MS_PER_TEXT = 15.0
 BLOCKED_TIMEOUT = 15
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -168,14 +166,6 @@ def report() -> Iterator[None]:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def control(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{url}/control", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        return dict(json.loads(reply.read()))
 
 
 def embedder_working(url: str) -> None:

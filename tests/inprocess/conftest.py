@@ -7,11 +7,9 @@ well under a second of pipeline work; what only a process boundary can show stay
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import dramatiq
 import pytest
 from dramatiq import Worker
@@ -27,15 +25,9 @@ from tests.conftest import EMBEDDING_DIMENSION
 
 
 @pytest.fixture(scope="session")
-async def inprocess_database(database_url: str) -> str:
+async def inprocess_database(make_database: Callable[[str], Awaitable[str]]) -> str:
     """A database of this tier's own on the session cluster: no other stack's upkeep sees its jobs."""
-    name = f"inprocess_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return database_url.rsplit("/", 1)[0] + f"/{name}"
+    return await make_database("inprocess")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from actors.dispatch import job_ended
 from actors.messages import EMBED_QUEUE, BatchPayload, embed_message, plan_message
 from models import jobs
 from models.lifecycle import TERMINAL_STATUSES
+from server.errors import InvalidStateError
 from server.schemas import JobStatus
 from server.service import IndexingService
 
@@ -138,3 +139,21 @@ async def test_a_payload_of_an_unknown_version_is_dropped_and_logged(
         stub_broker.join(EMBED_QUEUE)
         await asyncio.sleep(0)
     assert any("payload version 99" in record.getMessage() for record in caplog.records)
+
+
+async def test_cancel_gives_up_on_a_row_a_frozen_worker_holds(service: IndexingService, repos_root: Path) -> None:
+    """A worker stopped (SIGSTOP, a debugger) mid-transaction holds the job's row lock: cancel says
+    so after the lock timeout instead of blocking the tool call without limit, and changes nothing."""
+    repo = make_repo(repos_root, "frozen", 1)
+    async with service.engine.begin() as conn:
+        jobs.bind_limits(conn, max_concurrent_jobs=service.settings.max_concurrent_jobs)
+        admission = await jobs.admit_job(conn, repo_path=str(repo), name="frozen")
+    async with service.engine.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(text("SELECT 1 FROM indexing_jobs WHERE id = :id FOR UPDATE"), {"id": admission.job_id})
+        with pytest.raises(InvalidStateError, match="locked by a worker"):
+            # A guard against hanging the suite, not a timing assertion: the cancel must raise by itself.
+            await asyncio.wait_for(service.cancel(str(admission.job_id)), timeout=60)
+        await transaction.rollback()
+    assert (await service.status(str(admission.job_id))).status == admission.status
+    assert (await service.cancel(str(admission.job_id))).status == "cancelled"

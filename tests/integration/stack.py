@@ -24,6 +24,11 @@ from typing import Any
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from models.lifecycle import TERMINAL_STATUSES
+
+#: A job in one of these has ended.
+TERMINAL = TERMINAL_STATUSES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -200,3 +205,24 @@ async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def follow_job(client: McpClient, job_id: str, *, timeout: float, interval: float = 0.5) -> list[dict[str, Any]]:
+    """Poll ``get_indexing_status`` until the job ends; returns every status seen, the last one
+    terminal (each with the query latency in ``_ms`` and the monotonic time in ``_t``)."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        status, seconds = await client.timed("get_indexing_status", job_id=job_id)
+        status["_ms"] = seconds * 1000
+        status["_t"] = time.monotonic()
+        seen.append(status)
+        if status["status"] in TERMINAL:
+            return seen
+        assert time.monotonic() < deadline, f"job {job_id} still {status['status']} after {timeout}s: {status}"
+        await asyncio.sleep(interval)
+
+
+async def finish(client: McpClient, job_id: str, *, timeout: float = 300, interval: float = 0.3) -> dict[str, Any]:
+    """The job's terminal status (see :func:`follow_job`)."""
+    return (await follow_job(client, job_id, timeout=timeout, interval=interval))[-1]

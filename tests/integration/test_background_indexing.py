@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,11 +40,11 @@ import asyncpg
 import pytest
 
 from models.settings import Settings
+from tests.fixtures.fake_embedding_server import control, set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import McpClient, Stack, ToolCallError, wait_for
+from tests.integration.stack import TERMINAL, McpClient, Stack, ToolCallError, follow_job, wait_for
 
 T = TypeVar("T")
-TERMINAL = ("completed", "failed", "cancelled")
 PHASE_WORDS = ("scanning", "chunking", "embedding", "writing", "complete")
 #: Seconds a job may wait for an unreachable embedding service before it fails (the tests' stack).
 BLOCKED_TIMEOUT = 15
@@ -113,29 +113,10 @@ def repos_for(sizes: Sizes) -> Repos:
     return _repo_cache[key]
 
 
-def control(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Steer the test embedding server (delay, failures, counters); returns its statistics."""
-    request = urllib.request.Request(
-        f"{url}/control", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        assert reply.status == 200
-        return dict(json.loads(reply.read()))
-
-
-def set_embed_delay(url: str, delay_ms_per_text: float) -> None:
-    control(url, {"delay_ms_per_text": delay_ms_per_text})
-
-
 @pytest.fixture(scope="module")
-def stack(base_env: dict[str, str]) -> Iterator[Stack]:
-    log_dir = Path(tempfile.mkdtemp(prefix="cbm-test-logs-"))
+def stack(start_stack: Callable[..., Stack]) -> Stack:
     # A short blocked timeout, so that "embedding service down for good" fails within the test.
-    running = Stack(env={**base_env, "CODEBASE_MCP_BLOCKED_TIMEOUT_SECONDS": str(BLOCKED_TIMEOUT)}, log_dir=log_dir)
-    running.start_workers()
-    running.start_server()
-    yield running
-    running.stop()
+    return start_stack(env={"CODEBASE_MCP_BLOCKED_TIMEOUT_SECONDS": str(BLOCKED_TIMEOUT)})
 
 
 @pytest.fixture
@@ -163,21 +144,6 @@ async def no_active_jobs_left(db: asyncpg.Pool, stack: Stack) -> AsyncIterator[N
 
 def p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20)[18] if len(samples) >= 2 else samples[0]
-
-
-async def follow(client: McpClient, job_id: str, *, timeout: float, interval: float = 0.5) -> list[dict[str, Any]]:
-    """Poll until the job ends; returns every status seen (with the query latency in ``_ms``)."""
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        status, seconds = await client.timed("get_indexing_status", job_id=job_id)
-        status["_ms"] = seconds * 1000
-        status["_t"] = time.monotonic()
-        seen.append(status)
-        if status["status"] in TERMINAL:
-            return seen
-        assert time.monotonic() < deadline, f"job {job_id} still {status['status']} after {timeout}s: {status}"
-        await asyncio.sleep(interval)
 
 
 async def assert_consistent(db: asyncpg.Pool, job_id: str) -> dict[str, Any]:
@@ -240,7 +206,7 @@ async def test_basic_background_indexing(
     assert started["status"] in ("pending", "running")
 
     begin = time.monotonic()
-    seen = await follow(client, started["job_id"], timeout=3600)
+    seen = await follow_job(client, started["job_id"], timeout=3600)
     duration = time.monotonic() - begin
     final = seen[-1]
     assert final["status"] == "completed", final
@@ -270,7 +236,7 @@ async def test_progress_monitoring(sizes: Sizes, client: McpClient, db: asyncpg.
     repos = repos_for(sizes)
     set_embed_delay(fake_embedding_url, max(sizes.delay_ms_per_text, 1.0))
     started = await client.call("start_indexing_background", repo_path=str(repos.progress), name="progress")
-    seen = await follow(client, started["job_id"], timeout=3600, interval=1.0)
+    seen = await follow_job(client, started["job_id"], timeout=3600, interval=1.0)
     assert seen[-1]["status"] == "completed"
 
     percentages = [status["progress_percentage"] for status in seen]
@@ -389,7 +355,7 @@ async def test_restart_recovery(sizes: Sizes, stack: Stack, db: asyncpg.Pool, fa
         assert status["status"] == "running"
         await wait_for(running_and_moving, timeout=60, interval=0.1, what="progress after restart")
         resumed_after = time.monotonic() - restart
-        seen = await follow(client, job_id, timeout=3600)
+        seen = await follow_job(client, job_id, timeout=3600)
     final = seen[-1]
     assert final["status"] == "completed", final
     assert final["files_indexed"] == python_files(repos.restart)
@@ -741,14 +707,14 @@ async def test_edge_cases(client: McpClient, tmp_path: Path) -> None:
     empty = tmp_path / "empty-repo"
     empty.mkdir()
     done = await client.call("start_indexing_background", repo_path=str(empty), name="empty")
-    final = (await follow(client, done["job_id"], timeout=60, interval=0.2))[-1]
+    final = (await follow_job(client, done["job_id"], timeout=60, interval=0.2))[-1]
     assert final["status"] == "completed" and final["files_indexed"] == 0 and final["progress_percentage"] == 100
 
 
 async def test_search_after_indexing(client: McpClient) -> None:
     repos = repos_for(DEFAULT)
     started = await client.call("start_indexing_background", repo_path=str(repos.small), name="search-repo")
-    final = (await follow(client, started["job_id"], timeout=120, interval=0.2))[-1]
+    final = (await follow_job(client, started["job_id"], timeout=120, interval=0.2))[-1]
     assert final["status"] == "completed"
     # Pick a real function of the repository and ask for it by its docstring.
     target = next(path for path in sorted(repos.small.rglob("module_*.py")))
@@ -800,7 +766,7 @@ async def test_embedding_service_down_for_good_fails_the_job_clearly(
             report = json.loads(error.read())
             assert error.code == 503 and "answered HTTP 503" in report["embedder"], report
         started = await client.call("start_indexing_background", repo_path=str(tmp_path / "repo"), name="down")
-        seen = await follow(client, started["job_id"], timeout=BLOCKED_TIMEOUT + 90, interval=0.2)
+        seen = await follow_job(client, started["job_id"], timeout=BLOCKED_TIMEOUT + 90, interval=0.2)
     finally:
         control(fake_embedding_url, {"fail": False})
     final = seen[-1]
@@ -823,7 +789,7 @@ async def test_embedding_service_down_for_good_fails_the_job_clearly(
     # The failure is final for that job, and a new request can retry the repository.
     retried = await client.call("start_indexing_background", repo_path=str(tmp_path / "repo"), name="retry")
     assert retried["job_id"] != started["job_id"]
-    assert (await follow(client, retried["job_id"], timeout=120, interval=0.2))[-1]["status"] == "completed"
+    assert (await follow_job(client, retried["job_id"], timeout=120, interval=0.2))[-1]["status"] == "completed"
     assert (await client.call("get_indexing_status", job_id=started["job_id"]))["status"] == "failed"
 
 
@@ -854,7 +820,7 @@ async def test_embedding_service_down_for_a_while_blocks_then_resumes(
     finally:
         control(fake_embedding_url, {"fail": False})
     back = time.monotonic()
-    seen = await follow(client, job_id, timeout=120, interval=0.2)
+    seen = await follow_job(client, job_id, timeout=120, interval=0.2)
     final = seen[-1]
     running_again = next(s["_t"] for s in seen if s["status"] in ("running", "completed")) - back
     assert final["status"] == "completed", final

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,8 @@ import asyncpg
 import pytest
 
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import McpClient, Stack, ToolCallError, wait_for
+from tests.integration.stack import McpClient, Stack, ToolCallError, finish, wait_for
 
-TERMINAL = ("completed", "failed", "cancelled")
 SECRET_LINE = "root-only-secret-7f3a9c: must never be indexed"
 CAPS = "-dac_override,-dac_read_search"
 
@@ -76,36 +75,14 @@ def tree() -> Iterator[Tree]:
 
 
 @pytest.fixture(scope="module")
-def stack(base_env: dict[str, str], make_vhost: Any, tree: Tree) -> Iterator[Stack]:
+def stack(start_stack: Callable[..., Stack], tree: Tree) -> Stack:
     env = {
-        **base_env,
-        "CODEBASE_MCP_BROKER_URL": make_vhost(),
         "CODEBASE_MCP_ALLOWED_ROOTS": str(tree.allowed),
         # Small batches, few in flight: the last batches of a job are read well after its scan.
         "CODEBASE_MCP_BATCH_SIZE": "5",
         "CODEBASE_MCP_BATCHES_IN_FLIGHT": "2",
     }
-    log_dir = Path(tempfile.mkdtemp(prefix="cbm-bad-input-logs-"))
-    running = UnprivilegedStack(env=env, log_dir=log_dir, worker_processes=1, worker_threads=4)
-    running.start_workers()
-    running.start_server()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[McpClient]:
-    """An MCP session for one test (see :meth:`Stack.owned_client`)."""
-    async with stack.owned_client() as session:
-        yield session
-
-
-async def finish(client: McpClient, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    async def ended() -> dict[str, Any] | None:
-        status = await client.call("get_indexing_status", job_id=job_id)
-        return status if status["status"] in TERMINAL else None
-
-    return dict(await wait_for(ended, timeout=timeout, interval=0.3, what=f"job {job_id} to end"))
+    return start_stack(env=env, stack_class=UnprivilegedStack, worker_processes=1, worker_threads=4)
 
 
 async def snapshot(db: asyncpg.Pool, repo: Path) -> dict[str, tuple[str, int, str]]:
@@ -422,7 +399,7 @@ async def test_empty_repositories_complete_with_nothing_indexed(
 async def test_files_deleted_or_changed_while_indexing(
     client: McpClient, baseline: Baseline, tree: Tree, db: asyncpg.Pool, fake_embedding_url: str
 ) -> None:
-    from tests.integration.test_background_indexing import set_embed_delay
+    from tests.fixtures.fake_embedding_server import set_embed_delay
 
     repo = tree.allowed / "mutating"
     generate_repo(repo, 80, 40, seed=91)

@@ -9,80 +9,30 @@ is counted by the test embedding server itself (``/stats``), not by the code und
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.fixtures.fake_embedding_server import served_texts, set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import McpClient, Stack
+from tests.integration.stack import McpClient, Stack, follow_job
 
-TERMINAL = ("completed", "failed", "cancelled")
 FIRST_MODEL = "fake-deterministic"
-
-
-def served_texts(url: str) -> int:
-    """Texts the embedding server has embedded so far (its own counter)."""
-    with urllib.request.urlopen(f"{url}/stats", timeout=5) as reply:
-        return int(json.loads(reply.read())["texts"])
-
-
-def set_embed_delay(url: str, delay_ms_per_text: float) -> None:
-    request = urllib.request.Request(
-        f"{url}/control",
-        data=json.dumps({"delay_ms_per_text": delay_ms_per_text}).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        assert reply.status == 200
-
-
-@pytest.fixture(scope="module")
-def start_stack(base_env: dict[str, str], make_vhost: Callable[[], str]) -> Iterator[Callable[..., Stack]]:
-    """Starts stacks on their own vhosts (so no other module's workers take their messages); stops them all."""
-    started: list[Stack] = []
-
-    def start(**env: str) -> Stack:
-        log_dir = Path(tempfile.mkdtemp(prefix="cbm-test-incr-logs-"))
-        stack = Stack(env={**base_env, "CODEBASE_MCP_BROKER_URL": make_vhost(), **env}, log_dir=log_dir)
-        started.append(stack)
-        stack.start_workers()
-        stack.start_server()
-        return stack
-
-    yield start
-    for stack in started:
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(start_stack: Callable[..., Stack]) -> Stack:
-    return start_stack()
 
 
 async def run_job(client: McpClient, repo: Path, name: str, *, timeout: float = 600) -> list[dict[str, Any]]:
     """Index ``repo`` and poll until the job ends; returns every status seen."""
     started = await client.call("start_indexing_background", repo_path=str(repo), name=name)
     assert started["existing"] is False
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await client.call("get_indexing_status", job_id=started["job_id"])
-        seen.append(status)
-        if status["status"] in TERMINAL:
-            break
-        assert time.monotonic() < deadline, f"job still {status['status']} after {timeout}s: {status}"
-        await asyncio.sleep(0.1)
+    seen = await follow_job(client, started["job_id"], timeout=timeout, interval=0.1)
     percentages = [status["progress_percentage"] for status in seen]
     assert percentages == sorted(percentages), percentages
     assert seen[-1]["status"] == "completed", seen[-1]
@@ -229,7 +179,7 @@ async def test_embedder_change_reindexes_everything(
     before = await chunk_rows(db, repo)
 
     # Same dimension, another model name: the workers of this stack embed with "another" embedder.
-    other = start_stack(CODEBASE_MCP_OLLAMA_MODEL="fake-deterministic-v2")
+    other = start_stack(env={"CODEBASE_MCP_OLLAMA_MODEL": "fake-deterministic-v2"})
     texts = served_texts(fake_embedding_url)
     async with other.client() as client:
         final = (await run_job(client, repo, "embedder-change"))[-1]

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from mcp import Client, StdioServerParameters
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.fake_embedding_server import set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import BIN, REPO_ROOT, Stack, ToolCallError, free_port, wait_for
-from tests.integration.test_background_indexing import set_embed_delay
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -54,10 +55,12 @@ def get_json(url: str) -> dict[str, object]:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples called ``name`` whose labels include ``labels``; -1 when there is none."""
+    """Sum of the samples called ``name`` whose labels include ``labels``; fails when there is none,
+    so that ``>= 0`` checks a real value rather than a missing one."""
     wanted = set(labels.items())
     found = [v for (n, have), v in samples.items() if n == name and wanted <= have]
-    return sum(found) if found else -1.0
+    assert found, f"no sample {name} {labels or ''}"
+    return sum(found)
 
 
 def documented_metrics() -> set[str]:
@@ -296,30 +299,31 @@ async def test_ctrl_c_detaches_or_cancels(
         set_embed_delay(fake_embedding_url, 0.0)
 
 
-def test_stdio_server_serves_metrics_on_its_metrics_port(metrics_stack: Stack) -> None:
+async def test_stdio_server_serves_metrics_on_its_metrics_port(metrics_stack: Stack) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "codebase-mcp"), "serve"],
+    server = StdioServerParameters(
+        command=str(BIN / "codebase-mcp"),
+        args=["serve"],
         env={**metrics_stack.env, "PYTHONPATH": str(REPO_ROOT), "CODEBASE_MCP_METRICS_PORT": str(port)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         cwd=REPO_ROOT,
     )
-    try:
+
+    def scrape_when_up() -> tuple[set[str], Samples]:
         deadline = time.monotonic() + 120
         while True:
             try:
-                names, samples = scrape(f"http://127.0.0.1:{port}/metrics")
-                break
+                return scrape(f"http://127.0.0.1:{port}/metrics")
             except urllib.error.URLError:
-                assert process.poll() is None, process.communicate(timeout=5)[1]
                 assert time.monotonic() < deadline, "no metrics port after 120 s"
                 time.sleep(0.5)
-        assert value(samples, "codebase_mcp_metrics_source_up", source="database") == 1
-        assert value(samples, "codebase_mcp_queue_consumers", queue="index.embed") >= 1
-        assert "codebase_mcp_tool_calls" in names or "codebase_mcp_tool_call_duration_seconds" in names
-    finally:
-        # communicate() closes stdin: the end of the MCP stream, so the server exits and closes its port.
-        out, _ = process.communicate(timeout=60)
-    assert out == b"", "the stdio transport's stdout carries only MCP messages"
+
+    # A real tool call over stdio (the SDK client fails on any stdout line that is not an MCP
+    # message), then the metrics port must show that very call counted.
+    async with Client(server, read_timeout_seconds=120) as client:
+        result = await client.call_tool("list_repositories", {})
+        assert not result.is_error, result.content
+        _, samples = await asyncio.to_thread(scrape_when_up)
+    assert value(samples, "codebase_mcp_metrics_source_up", source="database") == 1
+    assert value(samples, "codebase_mcp_queue_consumers", queue="index.embed") >= 1
+    assert value(samples, "codebase_mcp_tool_calls_total", tool="list_repositories", outcome="ok") == 1
+    assert value(samples, "codebase_mcp_tool_call_duration_seconds_count", tool="list_repositories") == 1

@@ -8,11 +8,10 @@ altering anything.
 
 from __future__ import annotations
 
-import uuid
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -53,14 +52,8 @@ def _differences(connection: Connection) -> list[Any]:
 
 
 @pytest.fixture
-async def upgraded_url(database_url: str) -> str:
-    name = f"schema_check_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = database_url.rsplit("/", 1)[0] + f"/{name}"
+async def upgraded_url(make_database: Callable[[str], Awaitable[str]]) -> str:
+    url = await make_database("schema_check")
     await upgrade_to_head(url, EMBEDDING_DIMENSION)
     return url
 

@@ -7,13 +7,10 @@ counts are this module's alone); embeddings come from the suite's deterministic 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,10 +23,9 @@ import pytest
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from server.search import RRF_K, text_query_terms
+from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, free_port
-
-TERMINAL = ("completed", "failed", "cancelled")
+from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, finish, free_port
 
 USERS_TS = """\
 export interface User {
@@ -105,24 +101,6 @@ def write(root: Path, files: dict[str, str]) -> None:
         path.write_text(content, encoding="utf-8")
 
 
-def control(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        f"{url}/control", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        assert reply.status == 200
-
-
-async def finish(client: McpClient, job_id: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await client.call("get_indexing_status", job_id=job_id)
-        if status["status"] in TERMINAL:
-            return status
-        assert time.monotonic() < deadline, status
-        await asyncio.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def search_database() -> Iterator[str]:
     data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-search-pg-"))
@@ -133,17 +111,8 @@ def search_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def search_env(base_env: dict[str, str], search_database: str, make_vhost: Callable[[], str]) -> dict[str, str]:
-    return {**base_env, "CODEBASE_MCP_DATABASE_URL": search_database, "CODEBASE_MCP_BROKER_URL": make_vhost()}
-
-
-@pytest.fixture(scope="module")
-def stack(search_env: dict[str, str]) -> Iterator[Stack]:
-    running = Stack(env=search_env, log_dir=Path(tempfile.mkdtemp(prefix="cbm-test-search-logs-")))
-    running.start_workers()
-    running.start_server()
-    yield running
-    running.stop()
+def stack(start_stack: Callable[..., Stack], search_database: str) -> Stack:
+    return start_stack(env={"CODEBASE_MCP_DATABASE_URL": search_database})
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +122,6 @@ async def sdb(search_database: str) -> AsyncIterator[asyncpg.Pool]:
     )
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[McpClient]:
-    """An MCP session for one test (see :meth:`Stack.owned_client`)."""
-    async with stack.owned_client() as session:
-        yield session
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ import asyncio
 import json
 import secrets
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, free_port, wait_for
+from tests.integration.stack import BIN, REPO_ROOT, TERMINAL, McpClient, Stack, ToolCallError, free_port, wait_for
 from tests.integration.test_background_indexing import control
 
 
@@ -99,14 +98,13 @@ async def database_with_password(database_url: str, db: asyncpg.Pool, secret_val
 
 @pytest.fixture(scope="module")
 def stack(
-    base_env: dict[str, str],
+    start_stack: Callable[..., Stack],
     broker_with_password: str,
     database_with_password: str,
     fake_embedding_url: str,
     secret_values: Secrets,
-) -> Iterator[Stack]:
+) -> Stack:
     env = {
-        **base_env,
         "CODEBASE_MCP_BROKER_URL": broker_with_password,
         "CODEBASE_MCP_DATABASE_URL": database_with_password,
         "CODEBASE_MCP_OLLAMA_URL": _with_credentials(fake_embedding_url, "embed", secret_values.embedder_password),
@@ -116,12 +114,7 @@ def stack(
         # The failing-embedder job waits (blocked) this long before it fails.
         "CODEBASE_MCP_BLOCKED_TIMEOUT_SECONDS": "10",
     }
-    log_dir = Path(tempfile.mkdtemp(prefix="cbm-security-logs-"))
-    running = Stack(env=env, log_dir=log_dir, worker_processes=1, worker_threads=2)
-    running.start_workers()
-    running.start_server()
-    yield running
-    running.stop()
+    return start_stack(env=env, worker_processes=1, worker_threads=2)
 
 
 @asynccontextmanager
@@ -233,7 +226,7 @@ async def test_no_secret_in_logs_errors_or_results(
 
         async def ended(job_id: str) -> dict[str, Any] | None:
             status = await client.call("get_indexing_status", job_id=job_id)
-            return status if status["status"] in ("completed", "failed", "cancelled") else None
+            return status if status["status"] in TERMINAL else None
 
         done = await wait_for(lambda: ended(started["job_id"]), timeout=180, what="the first job")
         assert done["status"] == "completed", done
@@ -265,7 +258,9 @@ async def test_no_secret_in_logs_errors_or_results(
     readyz = (stack.log_dir / "wrong-broker.readyz").read_text(encoding="utf-8")
     assert json.loads(readyz)["broker"].startswith("unreachable"), readyz
     dead_db_log = (stack.log_dir / "dead-db.log").read_text(encoding="utf-8", errors="replace")
-    assert "Error" in dead_db_log or "error" in dead_db_log, dead_db_log[-2000:]
+    # The failure names what could not be reached (the dead port), and startup stops.
+    assert f"Connect call failed ('127.0.0.1', {urlsplit(dead_db).port})" in dead_db_log, dead_db_log[-2000:]
+    assert "Application startup failed" in dead_db_log, dead_db_log[-2000:]
 
     stack.stop()  # flush and close every log
     logs = {path.name: path.read_text(encoding="utf-8", errors="replace") for path in stack.log_dir.iterdir()}

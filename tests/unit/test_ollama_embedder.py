@@ -13,7 +13,7 @@ import pytest
 
 from actors.embedders import EmbedderRejectedError, EmbedderUnavailableError
 from actors.embedders.ollama import OllamaEmbedder, probe_dimension
-from tests.fixtures.fake_embedding_server import FakeEmbedder, start_fake_embedding_server
+from tests.fixtures.fake_embedding_server import FakeEmbedder, control, start_fake_embedding_server
 
 DIMENSION = 16
 MODEL = "nomic-embed-text"
@@ -41,11 +41,6 @@ async def _get(url: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session, session.get(url) as reply:
         reply.raise_for_status()
         return await reply.json()
-
-
-async def _control(base_url: str, **body: Any) -> None:
-    async with aiohttp.ClientSession() as session, session.post(f"{base_url}/control", json=body) as reply:
-        reply.raise_for_status()
 
 
 async def _embed(url: str, texts: list[str], **options: Any) -> np.ndarray:
@@ -103,7 +98,7 @@ async def test_too_few_attempts_for_the_transient_failures_raise(flaky_server: s
 
 
 async def test_permanent_failure_names_the_service_and_model(server: str) -> None:
-    await _control(server, fail=True)
+    await asyncio.to_thread(control, server, {"fail": True})
     with pytest.raises(EmbedderUnavailableError) as raised:
         await _embed(server, ["x = 1"], max_attempts=4)
     assert not isinstance(raised.value, EmbedderRejectedError)  # a 503 is an outage: the job waits for it
@@ -118,7 +113,7 @@ async def test_permanent_failure_names_the_service_and_model(server: str) -> Non
 
 
 async def test_retry_backoff_doubles_from_the_base(server: str) -> None:
-    await _control(server, fail=True)
+    await asyncio.to_thread(control, server, {"fail": True})
     started = time.perf_counter()
     with pytest.raises(EmbedderUnavailableError):
         await _embed(server, ["x"], max_attempts=4, retry_base_seconds=0.05)
@@ -178,7 +173,7 @@ async def test_probe_dimension_reads_the_vector_size(server: str) -> None:
 
 
 async def test_probe_dimension_of_a_failing_service_raises(server: str) -> None:
-    await _control(server, fail=True)
+    await asyncio.to_thread(control, server, {"fail": True})
     with pytest.raises(EmbedderUnavailableError) as raised:
         await probe_dimension(server, MODEL)
     assert server in str(raised.value)
