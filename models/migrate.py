@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -28,11 +30,28 @@ def alembic_config() -> Config:
     return config
 
 
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines ("Context impl", "Will assume transactional DDL") on every start are
+    noise in front of a command's output; they stay when asked for (DEBUG, or a level set on the
+    ``alembic`` logger, which is what ``codebase-mcp --verbose`` does)."""
+    alembic_logger = logging.getLogger("alembic")
+    if alembic_logger.level != logging.NOTSET or logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    alembic_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        alembic_logger.setLevel(logging.NOTSET)
+
+
 def _upgrade(connection: Connection, dimension: int) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     config.attributes["embedding_dimension"] = dimension
-    command.upgrade(config, "head")
+    with _quiet_alembic():
+        command.upgrade(config, "head")
 
 
 async def upgrade_to_head(url: str, dimension: int) -> None:

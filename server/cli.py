@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -327,6 +328,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codebase-mcp", description=__doc__)
+    parser.add_argument(
+        "--verbose", action="store_true", help="also log the schema migration steps (as LOG_LEVEL=DEBUG does)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the MCP server")
@@ -390,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_doctor(args)
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    if args.verbose:
+        logging.getLogger("alembic").setLevel(logging.INFO)
 
     if args.command == "serve":
         from server.app import serve_http, serve_stdio
