@@ -59,6 +59,9 @@ def upgrade() -> None:
     op.execute("ALTER TABLE chunks ALTER COLUMN embedding TYPE vector")
     # The cache is keyed by embedder name, so vectors of several sizes can live side by side in it.
     op.execute("ALTER TABLE embedding_cache ALTER COLUMN embedding TYPE vector")
+    # Without it the planner guesses 0.5 % of the rows for ``vector_dims(embedding) = N`` and may
+    # prefer another index to the dimension's HNSW index; ANALYZE then counts each dimension.
+    op.execute("CREATE STATISTICS IF NOT EXISTS chunks_embedding_dimension ON (vector_dims(embedding)) FROM chunks")
     if match is not None:
         dimension = int(match.group(1))
         # Repositories indexed before their dimension was recorded hold vectors of the old column's size.
@@ -85,6 +88,7 @@ def downgrade() -> None:
     )
     for (name,) in list(indexes):
         op.execute(f'DROP INDEX IF EXISTS "{name}"')
+    op.execute("DROP STATISTICS IF EXISTS chunks_embedding_dimension")
     if dimensions:
         dimension = int(dimensions[0])
     else:
