@@ -90,13 +90,16 @@ class BatchPayload:
     skipped: tuple[NotIndexed, ...] = ()
     failed: tuple[NotIndexed, ...] = ()
     vectors: Vectors | None = None
+    #: Who made ``vectors`` (the embedder's name): the write stage refuses them for a repository
+    #: planned for another model. None in payloads from workers older than the tag.
+    embedder: str | None = None
 
     @property
     def chunks(self) -> list[ChunkRecord]:
         return [chunk for item in self.files for chunk in item.chunks]
 
-    def with_vectors(self, vectors: Vectors) -> BatchPayload:
-        return dataclasses.replace(self, vectors=vectors)
+    def with_vectors(self, vectors: Vectors, embedder: str) -> BatchPayload:
+        return dataclasses.replace(self, vectors=vectors, embedder=embedder)
 
 
 def encode_payload(payload: BatchPayload) -> dict[str, Any]:
@@ -119,6 +122,8 @@ def encode_payload(payload: BatchPayload) -> dict[str, Any]:
     if payload.vectors is not None:
         data["vectors"] = encode_vectors(payload.vectors)
         data["dimension"] = int(payload.vectors.shape[1])
+    if payload.embedder is not None:
+        data["embedder"] = payload.embedder
     return data
 
 
@@ -150,7 +155,8 @@ def decode_payload(data: Mapping[str, Any]) -> BatchPayload:
         vectors = decode_vectors(data["vectors"], int(data["dimension"])) if "vectors" in data else None
     except (KeyError, TypeError, ValueError) as error:
         raise UnsupportedPayloadError(f"malformed version {version} payload: {type(error).__name__}: {error}") from None
-    return BatchPayload(files, skipped, failed, vectors)
+    embedder = data.get("embedder")
+    return BatchPayload(files, skipped, failed, vectors, str(embedder) if embedder is not None else None)
 
 
 def _message(queue: str, actor: str, *args: Any) -> dramatiq.Message[Any]:

@@ -231,7 +231,7 @@ async def embed_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
         if vectors is None:
             logger.info("job no longer running; stopped mid-batch")
             return
-        out = batch.with_vectors(vectors)
+        out = batch.with_vectors(vectors, res.embedder.name)
 
         async def send(next_token: uuid.UUID) -> None:
             await publish(write_message(job, batch_no, next_token, out))
@@ -371,6 +371,46 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
     return len(records)
 
 
+def foreign_vectors(batch: BatchPayload, embedder: str | None, dimension: int | None) -> str | None:
+    """Why the batch's vectors do not belong to its repository, or None when they do.
+
+    The planner records the embedder it was configured with; an embed worker configured with
+    another model (even of the same dimension) makes vectors that search would compare with the
+    wrong query embedding, silently. Payloads from before the tag carry no name and are accepted.
+    """
+    made_by = batch.embedder
+    if embedder is None or made_by is None or batch.vectors is None:
+        return None
+    made_dimension = int(batch.vectors.shape[1])
+    if made_by == embedder and (dimension is None or made_dimension == dimension):
+        return None
+    return (
+        f"the embed worker made {made_by} vectors ({made_dimension} dimensions) but the job was planned for "
+        f"{embedder} ({dimension} dimensions): workers run with different CODEBASE_MCP_EMBEDDER / "
+        "CODEBASE_MCP_OLLAMA_MODEL settings; give every worker the same embedder settings and index again"
+    )
+
+
+async def refuse_foreign_vectors(
+    res: Resources,
+    job: uuid.UUID,
+    batch_no: int,
+    batch: BatchPayload,
+    embedder: str | None,
+    dimension: int | None,
+) -> bool:
+    """Fail the job instead of storing another model's vectors; True when it was refused."""
+    reason = foreign_vectors(batch, embedder, dimension)
+    if reason is None:
+        return False
+    async with res.engine.begin() as conn:
+        finished = await jobs.finish_job(conn, job, jobs.Failed(f"batch {batch_no}: {reason}"))
+    if finished.ended:
+        logger.error("job failed: %s", reason)
+    await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
+    return True
+
+
 @stage_actor(queue_name=WRITE_QUEUE, time_limit=600_000, **STAGE_RETRIES)
 @metrics.timed_stage("write")
 async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str, Any]) -> None:
@@ -382,10 +422,20 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
         if batch is None:
             return
         async with res.engine.connect() as conn:
-            row = await jobs.find_job(conn, job)
-        if row is None:
+            target = (
+                await conn.execute(
+                    text(
+                        "SELECT j.repository_id, r.embedder, r.dimension FROM indexing_jobs j "
+                        "JOIN repositories r ON r.id = j.repository_id WHERE j.id = :id"
+                    ),
+                    {"id": job},
+                )
+            ).first()
+        if target is None:
             return
-        repository_id = row["repository_id"]
+        repository_id = target.repository_id
+        if await refuse_foreign_vectors(res, job, batch_no, batch, target.embedder, target.dimension):
+            return
 
         async def store(conn: AsyncConnection) -> None:
             chunks = await store_batch(conn, repository_id, job, batch)

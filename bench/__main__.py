@@ -286,6 +286,13 @@ QUERIES = [
 ]
 
 
+#: The nearest chunks as search finds them: the expression and predicate of the 384-d partial index.
+NEAREST_384 = (
+    "SELECT id FROM chunks WHERE vector_dims(embedding) = 384 "
+    "ORDER BY (embedding::vector(384)) <=> $1::vector(384) LIMIT 10"
+)
+
+
 async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[str, Any]:
     """Insert ``size`` chunks (deterministic clustered unit vectors) directly, then time real searches."""
     import asyncpg
@@ -352,14 +359,10 @@ async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[
                 async with conn.transaction():
                     await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
                     await conn.execute("SET LOCAL hnsw.ef_search = 40")
-                    approx = await conn.fetch(
-                        "SELECT id FROM chunks ORDER BY embedding <=> $1 LIMIT 10", np.asarray(vector)
-                    )
+                    approx = await conn.fetch(NEAREST_384, np.asarray(vector))
                 async with conn.transaction():
                     await conn.execute("SET LOCAL enable_indexscan = off")
-                    exact = await conn.fetch(
-                        "SELECT id FROM chunks ORDER BY embedding <=> $1 LIMIT 10", np.asarray(vector)
-                    )
+                    exact = await conn.fetch(NEAREST_384, np.asarray(vector))
                 recalls.append(len({r["id"] for r in approx} & {r["id"] for r in exact}) / 10)
         finally:
             await conn.close()

@@ -72,6 +72,60 @@ def _port_answers(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+class DataDirectoryConflictError(RuntimeError):
+    """The port is taken by a PostgreSQL serving another data directory, or by another program."""
+
+
+def _served_data_directory(port: int, owner: str | None) -> str | None:
+    """The data directory of the PostgreSQL answering on ``port``; None if it is not one we can ask."""
+    try:
+        result = _run_as_owner(
+            [
+                _binary("psql"),
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                # A listener that accepts and never answers must not hang the start.
+                "-d",
+                "dbname=postgres connect_timeout=5",
+                "-tAc",
+                "SELECT current_setting('data_directory')",
+            ],
+            owner,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    served = result.stdout.strip()
+    return served if result.returncode == 0 and served else None
+
+
+def _check_serves(pgdata: Path, port: int, owner: str | None) -> None:
+    """Refuse a port whose server is not this data directory's: it would silently hold another index.
+
+    Raises:
+        DataDirectoryConflictError: naming the data directory that answers and the settings to change.
+    """
+    served = _served_data_directory(port, owner)
+    if served is not None and Path(served).resolve() == pgdata.resolve():
+        return
+    fix = "set CODEBASE_MCP_EMBEDDED_PG_PORT to a free port for this data directory" + (
+        f", or CODEBASE_MCP_DATA_DIR={Path(served).parent} to use that database" if served else ""
+    )
+    if served is None:
+        raise DataDirectoryConflictError(
+            f"port 127.0.0.1:{port} is in use by a program that is not this data directory's PostgreSQL "
+            f"({pgdata}); {fix}"
+        )
+    raise DataDirectoryConflictError(
+        f"the embedded PostgreSQL on 127.0.0.1:{port} serves the data directory {served}, not {pgdata}; {fix}"
+    )
+
+
 def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
     """Initialise (once) and start (if stopped) the embedded PostgreSQL; return its asyncpg URL.
 
@@ -80,6 +134,7 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
         port: loopback TCP port to listen on.
 
     Raises:
+        DataDirectoryConflictError: the port answers for another data directory (or another program).
         RuntimeError: when the server cannot be initialised or started; the message quotes its log.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +143,9 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
     owner = _service_owner()
     with open(data_dir / ".embedded-postgres.lock", "w", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # Before anything is created: a port held by another cluster must not get a second one here.
+        if _port_answers(port):
+            _check_serves(pgdata, port, owner)
         if not (pgdata / "PG_VERSION").exists():
             if pgdata.exists():
                 shutil.rmtree(pgdata)
@@ -138,6 +196,8 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
             if _port_answers(port):
                 break
             time.sleep(0.1)
+        # Also after a start: another cluster may have taken the port meanwhile (its own lock file).
+        _check_serves(pgdata, port, owner)
         result = _run_as_owner(
             [
                 _binary("psql"),

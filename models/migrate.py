@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -11,15 +13,13 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from models.vector_index import ensure_vector_index
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 #: Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY = 0x0C0DEBA5E
-
-
-class SchemaMismatchError(RuntimeError):
-    """The database was created for a different embedding dimension than the configured embedder."""
 
 
 def alembic_config() -> Config:
@@ -28,34 +28,41 @@ def alembic_config() -> Config:
     return config
 
 
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines ("Context impl", "Will assume transactional DDL") on every start are
+    noise in front of a command's output; they stay when asked for (DEBUG, or a level set on the
+    ``alembic`` logger, which is what ``codebase-mcp --verbose`` does)."""
+    alembic_logger = logging.getLogger("alembic")
+    if alembic_logger.level != logging.NOTSET or logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    alembic_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        alembic_logger.setLevel(logging.NOTSET)
+
+
 def _upgrade(connection: Connection, dimension: int) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     config.attributes["embedding_dimension"] = dimension
-    command.upgrade(config, "head")
+    with _quiet_alembic():
+        command.upgrade(config, "head")
 
 
 async def upgrade_to_head(url: str, dimension: int) -> None:
-    """Run ``alembic upgrade head`` under an advisory lock, so concurrent starters take turns.
+    """Run ``alembic upgrade head`` under an advisory lock, so concurrent starters take turns, and
+    make sure the HNSW index for ``dimension`` (the configured embedder's) exists.
 
-    Raises:
-        SchemaMismatchError: the chunks table holds vectors of another dimension.
+    Any dimension is accepted: each repository's vectors keep their own size (migration 0004).
     """
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.begin() as connection:
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             await connection.run_sync(_upgrade, dimension)
-            stored = await connection.scalar(
-                text(
-                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                    "WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'"
-                )
-            )
-        if stored != f"vector({dimension})":
-            raise SchemaMismatchError(
-                f"the database stores {stored} embeddings but the configured embedder makes vector({dimension}); "
-                "use a database created for this embedder (CODEBASE_MCP_DATABASE_URL / CODEBASE_MCP_DATA_DIR)"
-            )
+            await ensure_vector_index(connection, dimension)
     finally:
         await engine.dispose()

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         gt=0,
         description="A job waiting (blocked) this long for an unreachable embedding service fails, naming it.",
     )
+    # --- schema helper: query embedding per repository embedder ---
+    query_embed_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Longest wait for a search query's embedding; past it (or when the embedder is down) the "
+        "search answers from full text and says so.",
+    )
     max_concurrent_jobs: int = Field(default=3, ge=1, description="Jobs running at once; the rest wait as pending.")
     batch_size: int = Field(default=100, ge=1, le=1000, description="Files per ledger batch.")
     batch_max_bytes: int = Field(

@@ -68,7 +68,8 @@ files = Table(
 )
 
 
-#: ``embedding`` is ``vector(N)`` in the database, N fixed by the embedder when the schema is created.
+#: ``embedding`` is an untyped ``vector``: each repository's chunks have its embedder's dimension,
+#: indexed by one partial HNSW index per dimension (migration 0004, models/vector_index.py).
 chunks = Table(
     "chunks",
     metadata,

@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
+from pydantic import Field
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,7 +28,15 @@ from server.auth import BearerTokenMiddleware
 from server.errors import CallerError, outage_message
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
-from server.service import IndexingService, readiness
+from server.service import (
+    MAX_FILTER_CHARS,
+    MAX_LIST_LIMIT,
+    MAX_PATH_CHARS,
+    MAX_QUERY_CHARS,
+    MAX_SEARCH_LIMIT,
+    IndexingService,
+    readiness,
+)
 from server.sessions import bound_sessions
 
 logger = logging.getLogger(__name__)
@@ -38,6 +48,109 @@ INSTRUCTIONS = (
     "list_repositories shows what is indexed."
 )
 UPKEEP_INTERVAL_SECONDS = 30.0
+
+# Tool argument types. The descriptions and bounds go into each tool's input schema, which is all an
+# agent sees of a parameter; ``strict``: ``true`` or ``"10"`` for a number is refused, not coerced.
+# String lengths are published (``maxLength``) but checked by the service, whose message says how
+# long the value was; number bounds are checked by the SDK against the schema itself.
+RepoPath = Annotated[
+    str,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_PATH_CHARS},
+        description="Absolute path of the repository's root directory on the server's machine, e.g. /home/me/src/app",
+    ),
+]
+JobName = Annotated[
+    str | None,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": 200},
+        description="Display name of the repository; default: the directory's name",
+    ),
+]
+JobId = Annotated[
+    str,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": 100},
+        description="Job id (a UUID) as returned by start_indexing_background or list_indexing_jobs",
+    ),
+]
+JobStatusFilter = Annotated[
+    Literal["pending", "running", "blocked", "completed", "failed", "cancelled"] | None,
+    Field(description="Only jobs in this state; default: all"),
+]
+RepoPathFilter = Annotated[
+    str | None,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_PATH_CHARS},
+        description="Only jobs of the repository at this absolute path",
+    ),
+]
+CreatedAfter = Annotated[
+    str | None,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": 100},
+        description="Only jobs created after this ISO-8601 time, e.g. 2026-11-30T12:00:00Z (no zone: UTC)",
+    ),
+]
+JobLimit = Annotated[
+    int, Field(strict=True, ge=1, le=MAX_LIST_LIMIT, description=f"Most jobs returned (1..{MAX_LIST_LIMIT})")
+]
+SearchQuery = Annotated[
+    str,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_QUERY_CHARS},
+        description='A question or description ("where are retries scheduled") or identifiers '
+        '("getUserName"; "user name" finds it too)',
+    ),
+]
+RepositoryFilter = Annotated[
+    str | None,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_FILTER_CHARS},
+        description="Only this repository: its name or absolute path (see list_repositories); default: all",
+    ),
+]
+LanguageFilter = Annotated[
+    str | None,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_FILTER_CHARS},
+        description="Only files of this language, e.g. python, typescript, go",
+    ),
+]
+PathPrefix = Annotated[
+    str | None,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_FILTER_CHARS},
+        description='Only files under this path, relative to the repository root, e.g. "src/api/"',
+    ),
+]
+SearchLimit = Annotated[
+    int, Field(strict=True, ge=1, le=MAX_SEARCH_LIMIT, description=f"Most hits returned (1..{MAX_SEARCH_LIMIT})")
+]
+SearchModeArgument = Annotated[
+    Literal["hybrid", "vector", "text"],
+    Field(
+        description="hybrid: semantic and full-text results fused by reciprocal rank; vector: semantic only; "
+        "text: words only",
+    ),
+]
+RepositoryReference = Annotated[
+    str,
+    Field(
+        strict=True,
+        json_schema_extra={"maxLength": MAX_FILTER_CHARS},
+        description="Name or absolute path of an indexed repository (see list_repositories)",
+    ),
+]
 HEALTH_DB_TIMEOUT_SECONDS = 2.0
 
 
@@ -127,8 +240,10 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
     def svc(ctx: Context[Any, Any]) -> IndexingService:
         return ctx.request_context.lifespan_context  # type: ignore[no-any-return]
 
-    @mcp.tool()
-    async def start_indexing_background(repo_path: str, ctx: Context[Any, Any], name: str | None = None) -> StartResult:
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+    async def start_indexing_background(
+        repo_path: RepoPath, ctx: Context[Any, Any], name: JobName = None
+    ) -> StartResult:
         """Start indexing a repository in the background and return at once with its job id.
 
         A repository that already has a pending or running job gets that job back. At most
@@ -136,56 +251,52 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         """
         return await _call(svc(ctx).start_indexing(repo_path, name))
 
-    @mcp.tool()
-    async def get_indexing_status(job_id: str, ctx: Context[Any, Any]) -> JobStatus:
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    async def get_indexing_status(job_id: JobId, ctx: Context[Any, Any]) -> JobStatus:
         """Status of one indexing job: state, phase, progress (never decreasing), counters, timestamps, ETA."""
         with STATUS_QUERY_DURATION.time():
             return await _call(svc(ctx).status(job_id))
 
-    @mcp.tool()
-    async def cancel_indexing_background(job_id: str, ctx: Context[Any, Any]) -> JobStatus:
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+    async def cancel_indexing_background(job_id: JobId, ctx: Context[Any, Any]) -> JobStatus:
         """Cancel a pending or running job. Work already stored is kept; workers stop within seconds."""
         return await _call(svc(ctx).cancel(job_id))
 
-    @mcp.tool()
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def list_indexing_jobs(
         ctx: Context[Any, Any],
-        status: str | None = None,
-        repo_path: str | None = None,
-        created_after: str | None = None,
-        limit: int = 50,
+        status: JobStatusFilter = None,
+        repo_path: RepoPathFilter = None,
+        created_after: CreatedAfter = None,
+        limit: JobLimit = 50,
     ) -> JobList:
         """Indexing jobs, newest first; filter by status, repository path and creation time (ISO-8601)."""
         return await _call(svc(ctx).list_jobs(status, repo_path, created_after, limit))
 
-    @mcp.tool()
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def search_code(
-        query: str,
+        query: SearchQuery,
         ctx: Context[Any, Any],
-        repository: str | None = None,
-        language: str | None = None,
-        path_prefix: str | None = None,
-        limit: int = 10,
-        mode: str = "hybrid",
+        repository: RepositoryFilter = None,
+        language: LanguageFilter = None,
+        path_prefix: PathPrefix = None,
+        limit: SearchLimit = 10,
+        mode: SearchModeArgument = "hybrid",
     ) -> SearchResult:
         """Search indexed code by meaning and by words; best chunks first.
 
-        query: a question or description ("where are retries scheduled") or identifiers
-        ("getUserName", "user name" finds it too). repository: name or absolute path (see
-        list_repositories). language: e.g. python, typescript, go. path_prefix: relative to the
-        repository root, e.g. "src/api/". limit: 1..100. mode: hybrid (default: semantic and
-        full-text results fused by reciprocal rank), vector (semantic only) or text (words only).
         Each hit has the file path, line range, symbol, snippet, score and its rank in each method.
+        Repositories indexed with different embedders are searched with each one's own model.
         """
         return await _call(svc(ctx).search(query, repository, language, path_prefix, limit, mode))
 
-    @mcp.tool()
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def list_repositories(ctx: Context[Any, Any]) -> RepositoryList:
         """Indexed repositories: name, path, file and chunk counts, languages, last indexed, embedder, active job."""
         return await _call(svc(ctx).list_repositories())
 
-    @mcp.tool()
-    async def delete_repository(repository: str, ctx: Context[Any, Any]) -> DeletedRepository:
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False))
+    async def delete_repository(repository: RepositoryReference, ctx: Context[Any, Any]) -> DeletedRepository:
         """Remove a repository's index (files, chunks, finished jobs) by name or path; the files on disk stay.
 
         Refused while a job on it is pending, running or blocked: cancel it first.

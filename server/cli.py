@@ -354,6 +354,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codebase-mcp", description=__doc__, epilog=_log_file_epilog())
+    parser.add_argument(
+        "--verbose", action="store_true", help="also log the schema migration steps (as LOG_LEVEL=DEBUG does)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the MCP server")
@@ -417,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_doctor(args)
     settings = get_settings()
     log_file = _configure_logging(settings)
+    if args.verbose:
+        logging.getLogger("alembic").setLevel(logging.INFO)
 
     if args.command == "serve":
         from server.app import serve_http, serve_stdio

@@ -117,7 +117,9 @@ class SearchHit(BaseModel):
 
 class SearchResult(BaseModel):
     query: str
-    mode: str = Field(description="hybrid (default), vector or text")
+    mode: str = Field(
+        description="The mode used: hybrid (default), vector or text; text when no embedder answered (see message)"
+    )
     results: list[SearchHit]
     message: str | None = Field(default=None, description="Why the results are empty, or what to do next")
 

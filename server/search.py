@@ -21,6 +21,8 @@ from typing import Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.vector_index import dimension_predicate, vector_expression
+
 SearchMode = Literal["hybrid", "vector", "text"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "vector", "text")
 
@@ -103,15 +105,59 @@ _FILTERS = (
     " AND (CAST(:prefix AS text) IS NULL OR starts_with(f.path, :prefix))"
 )
 
-_VECTOR_CANDIDATES = (
-    "vector_hits AS MATERIALIZED ("
-    " SELECT c.id, c.embedding <=> CAST(:vector AS vector) AS distance"
-    " FROM chunks c JOIN files f ON f.id = c.file_id"
-    f" WHERE {_FILTERS}"
-    " ORDER BY distance LIMIT :depth),"
-    # ``+ 0``: with relaxed_order the scan's output is only nearly sorted; re-sort outside (pgvector docs).
-    " vector_ranked AS (SELECT id, distance, row_number() OVER (ORDER BY distance + 0, id) AS rank FROM vector_hits)"
-)
+# --- vector candidates ------------------------------------------------------------------------------
+# One query embedding per embedder in scope (repositories keep their own model and dimension). Each
+# group walks only the HNSW index of its dimension: the expression and the predicate repeat the
+# partial index's (models/vector_index.py). Groups hold disjoint repositories, so their ranked lists
+# are united into one ``vector_ranked``, each chunk ranked within its own model's list.
+
+
+@dataclass(frozen=True, slots=True)
+class VectorQuery:
+    """The query embedded by one model, for the repositories indexed with it (``None``: all in scope)."""
+
+    vector: Sequence[float]
+    repository_ids: list[uuid.UUID] | None = None
+
+    @property
+    def dimension(self) -> int:
+        return len(self.vector)
+
+
+_EMPTY_VECTOR = "vector_ranked AS (SELECT NULL::bigint AS id, NULL::float8 AS distance, NULL::bigint AS rank LIMIT 0)"
+
+
+def _vector_candidates(groups: Sequence[VectorQuery]) -> tuple[str, dict[str, object]]:
+    """The ``vector_hits_<i>`` CTEs and ``vector_ranked``, with their parameters."""
+    if not groups:
+        return _EMPTY_VECTOR, {}
+    parts: list[str] = []
+    ranked: list[str] = []
+    params: dict[str, object] = {}
+    for number, group in enumerate(groups):
+        dimension = group.dimension
+        embedding = vector_expression(dimension, "c.embedding")
+        repositories = ""
+        if group.repository_ids is not None:
+            repositories = f" AND c.repository_id = ANY(:vector_repositories_{number})"
+            params[f"vector_repositories_{number}"] = group.repository_ids
+        params[f"vector_{number}"] = list(group.vector)
+        parts.append(
+            f"vector_hits_{number} AS MATERIALIZED ("
+            f" SELECT c.id, {embedding} <=> CAST(:vector_{number} AS vector({dimension})) AS distance"
+            " FROM chunks c JOIN files f ON f.id = c.file_id"
+            f" WHERE {dimension_predicate(dimension, 'c.embedding')}{repositories} AND {_FILTERS}"
+            " ORDER BY distance LIMIT :depth)"
+        )
+        # ``+ 0``: with relaxed_order the scan's output is only nearly sorted; re-sort outside (pgvector docs).
+        ranked.append(
+            f"SELECT id, distance, row_number() OVER (ORDER BY distance + 0, id) AS rank FROM vector_hits_{number}"
+        )
+    parts.append("vector_ranked AS (" + " UNION ALL ".join(ranked) + ")")
+    return ", ".join(parts), params
+
+
+# --- text candidates and fusion ----------------------------------------------------------------------
 
 _TEXT_CANDIDATES = (
     "text_query AS (SELECT to_tsquery('english', :tsquery) AS q),"
@@ -123,7 +169,6 @@ _TEXT_CANDIDATES = (
     " text_ranked AS (SELECT id, relevance, row_number() OVER (ORDER BY relevance DESC, id) AS rank FROM text_hits)"
 )
 
-_EMPTY_VECTOR = "vector_ranked AS (SELECT NULL::bigint AS id, NULL::float8 AS distance, NULL::bigint AS rank LIMIT 0)"
 _EMPTY_TEXT = "text_ranked AS (SELECT NULL::bigint AS id, NULL::float4 AS relevance, NULL::bigint AS rank LIMIT 0)"
 
 _SCORES: dict[SearchMode, str] = {
@@ -146,8 +191,7 @@ _FUSE = (
 )
 
 
-def _statement(mode: SearchMode, has_terms: bool) -> str:
-    vector_part = _VECTOR_CANDIDATES if mode in ("hybrid", "vector") else _EMPTY_VECTOR
+def _statement(mode: SearchMode, has_terms: bool, vector_part: str) -> str:
     text_part = _TEXT_CANDIDATES if mode in ("hybrid", "text") and has_terms else _EMPTY_TEXT
     return f"WITH {vector_part}, {text_part}" + _FUSE.format(score=_SCORES[mode])
 
@@ -160,20 +204,25 @@ async def run_search(
     conn: AsyncConnection,
     *,
     query: str,
-    vector: Sequence[float] | None,
+    vector: Sequence[float] | None = None,
     filters: Filters,
     limit: int,
     mode: SearchMode = "hybrid",
+    vectors: Sequence[VectorQuery] = (),
 ) -> list[Hit]:
     """The ``limit`` best chunks for ``query`` under ``filters``, best first.
 
-    ``vector`` is the query's embedding (required unless ``mode`` is ``"text"``). Runs inside the
+    ``vectors`` are the query's embeddings, one per embedder in scope; ``vector`` is shorthand for
+    one embedding used over every repository in scope. Mode ``"vector"`` needs at least one; in
+    ``"hybrid"`` the repositories without one are found by their words only. Runs inside the
     caller's transaction: the pgvector settings are ``SET LOCAL``.
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}")
-    if mode != "text" and vector is None:
+    groups = list(vectors) if vector is None else [VectorQuery(vector), *vectors]
+    if mode == "vector" and not groups:
         raise ValueError(f"mode {mode!r} needs the query's embedding")
+    vector_part, vector_params = _vector_candidates(groups if mode != "text" else [])
     depth = candidate_depth(limit) if mode == "hybrid" else limit
     terms = text_query_terms(query)
     # Iterative scans keep reading the HNSW graph until ``depth`` rows pass the filters; ef_search
@@ -189,7 +238,7 @@ async def run_search(
         {"ef": str(max(40, depth))},
     )
     params: dict[str, object] = {
-        "vector": vector,
+        **vector_params,
         "tsquery": tsquery_source(terms),
         "repository_ids": filters.repository_ids,
         "language": filters.language,
@@ -200,7 +249,7 @@ async def run_search(
         "vector_weight": VECTOR_WEIGHT,
         "text_weight": TEXT_WEIGHT,
     }
-    rows = await conn.execute(text(_statement(mode, bool(terms))), params)
+    rows = await conn.execute(text(_statement(mode, bool(terms), vector_part)), params)
     return [
         Hit(
             chunk_id=row.chunk_id,

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from actors.broker import setup_broker
 from actors.dispatch import dispatch_window, promote_and_plan, publish, redispatch_stale, start_planning
-from actors.embedders import Embedder, EmbedderUnavailableError, build_embedder, configured_dimension_async
+from actors.embedders import (
+    Embedder,
+    EmbedderUnavailableError,
+    build_query_embedder,
+    configured_dimension_async,
+    configured_name,
+)
 from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
 from actors.scanning import LANGUAGES
@@ -44,7 +51,7 @@ from server.schemas import (
     StartResult,
     iso,
 )
-from server.search import SEARCH_MODES, Filters, SearchMode, run_search
+from server.search import SEARCH_MODES, Filters, SearchMode, VectorQuery, run_search
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +210,8 @@ class IndexingService:
         self.settings = settings
         self.engine = engine
         self.dimension = dimension
-        self._embedder: Embedder | None = None
+        #: Query embedders by (embedder name, dimension): one per model the searched repositories use.
+        self._embedders: dict[tuple[str, int], Embedder] = {}
         self._embedder_lock = asyncio.Lock()
 
     @classmethod
@@ -219,8 +227,8 @@ class IndexingService:
         try:
             yield service
         finally:
-            if service._embedder is not None:
-                await service._embedder.aclose()
+            for embedder in service._embedders.values():
+                await embedder.aclose()
             await engine.dispose()
 
     # --- jobs -------------------------------------------------------------------------------
@@ -342,11 +350,42 @@ class IndexingService:
 
     # --- search --------------------------------------------------------------------------------
 
-    async def embedder(self) -> Embedder:
+    async def embedder(self, name: str | None = None, dimension: int | None = None) -> Embedder:
+        """The query embedder for repositories indexed with ``name`` (default: the configured one)."""
+        key = (name or configured_name(self.settings), dimension or self.dimension)
         async with self._embedder_lock:
-            if self._embedder is None:
-                self._embedder = build_embedder(self.settings, self.dimension)
-        return self._embedder
+            if key not in self._embedders:
+                self._embedders[key] = build_query_embedder(self.settings, *key)
+        return self._embedders[key]
+
+    async def _embed_query(
+        self, query: str, groups: list[EmbedderGroup]
+    ) -> tuple[list[VectorQuery], list[tuple[EmbedderGroup, str]]]:
+        """The query embedded once per model in scope, concurrently; and the groups whose embedder failed.
+
+        A failing or slow embedder costs at most ``QUERY_EMBED_TIMEOUT_SECONDS``: its repositories
+        are then searched by their words only, and the caller says so.
+        """
+
+        async def one(group: EmbedderGroup) -> VectorQuery:
+            embedder = await self.embedder(group.embedder, group.dimension)
+            async with asyncio.timeout(self.settings.query_embed_timeout_seconds):
+                vectors = await embedder.embed([query])
+            return VectorQuery(vectors[0], group.repository_ids)
+
+        outcomes = await asyncio.gather(*(one(group) for group in groups), return_exceptions=True)
+        embedded: list[VectorQuery] = []
+        failed: list[tuple[EmbedderGroup, str]] = []
+        for group, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, VectorQuery):
+                embedded.append(outcome)
+            elif isinstance(outcome, EmbedderUnavailableError | TimeoutError):
+                reason = str(outcome) or f"no answer within {self.settings.query_embed_timeout_seconds:g} s"
+                logger.warning("query embedding with %s failed: %s", group.embedder, reason)
+                failed.append((group, redact(reason)))
+            else:
+                raise outcome
+        return embedded, failed
 
     async def search(
         self,
@@ -381,17 +420,27 @@ class IndexingService:
             language_name, note = await self._check_language(conn, language, repository_ids)
         if note is not None:
             return SearchResult(query=query, mode=mode, results=[], message=note)
-        vector = None
+        vectors: list[VectorQuery] = []
+        failed: list[tuple[EmbedderGroup, str]] = []
         if search_mode != "text":
-            vector = (await (await self.embedder()).embed([query]))[0]
+            async with self.engine.connect() as conn:
+                groups = await embedder_groups(conn, repository_ids, configured_name(self.settings), self.dimension)
+            vectors, failed = await self._embed_query(query, groups)
+            if failed and not vectors:
+                search_mode = "text"  # nothing to search by meaning: words are better than an error
         filters = Filters(repository_ids=repository_ids, language=language_name, path_prefix=prefix)
         async with self.engine.begin() as conn:
-            hits = await run_search(conn, query=query, vector=vector, filters=filters, limit=limit, mode=search_mode)
-        message = None
+            hits = await run_search(conn, query=query, vectors=vectors, filters=filters, limit=limit, mode=search_mode)
+        notes: list[str] = []
+        if failed:
+            notes.append(_embedder_failure_note(failed, fell_back=not vectors))
         if not hits:
-            message = "no chunk matches the query and filters"
+            empty = "no chunk matches the query and filters"
             if search_mode == "text":
-                message += " (text mode needs at least one of the words in the code; try mode 'hybrid')"
+                empty += " (text mode needs at least one of the words in the code; try mode 'hybrid')"
+            notes.append(empty)
+        message = "; ".join(notes) or None
+        mode = search_mode
         return SearchResult(
             query=query,
             mode=mode,
@@ -500,6 +549,50 @@ class IndexingService:
             chunks_deleted=deleted.chunks,
             jobs_deleted=deleted.jobs,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderGroup:
+    """Repositories in a search's scope that were indexed with one embedder (name and dimension)."""
+
+    embedder: str
+    dimension: int
+    repository_ids: list[uuid.UUID]
+    names: list[str]
+
+
+async def embedder_groups(
+    conn: AsyncConnection, repository_ids: list[uuid.UUID] | None, default_embedder: str, default_dimension: int
+) -> list[EmbedderGroup]:
+    """The searched repositories that hold chunks, grouped by the embedder they were indexed with.
+
+    A repository indexed before embedders were recorded is taken to use the configured one (as the
+    planner does).
+    """
+    rows = await conn.execute(
+        text(
+            "SELECT r.id, r.name, r.embedder, r.dimension FROM repositories r"
+            " WHERE (CAST(:ids AS uuid[]) IS NULL OR r.id = ANY(:ids))"
+            " AND EXISTS (SELECT 1 FROM chunks c WHERE c.repository_id = r.id) ORDER BY r.name, r.id"
+        ),
+        {"ids": repository_ids},
+    )
+    groups: dict[tuple[str, int], EmbedderGroup] = {}
+    for row in rows:
+        key = (row.embedder or default_embedder, row.dimension or default_dimension)
+        group = groups.setdefault(key, EmbedderGroup(key[0], key[1], [], []))
+        group.repository_ids.append(row.id)
+        group.names.append(row.name)
+    return list(groups.values())
+
+
+def _embedder_failure_note(failed: list[tuple[EmbedderGroup, str]], *, fell_back: bool) -> str:
+    parts = [f"{group.embedder} ({', '.join(group.names)}): {reason}" for group, reason in failed]
+    if fell_back:
+        lead = "the embedding service did not answer, so these are full-text results (mode text)"
+    else:
+        lead = "semantic search was unavailable for some repositories, found by their words only"
+    return f"{lead}; {'; '.join(parts)}"
 
 
 def normalize_path_prefix(path_prefix: str | None) -> str | None:

@@ -15,6 +15,7 @@ __all__ = [
     "EmbedderUnavailableError",
     "Vectors",
     "build_embedder",
+    "build_query_embedder",
     "configured_dimension",
     "configured_name",
 ]
@@ -60,3 +61,32 @@ def build_embedder(settings: Settings, dimension: int) -> Embedder:
         retry_base_seconds=settings.embed_retry_base_seconds,
         timeout_seconds=settings.embed_timeout_seconds,
     )
+
+
+def build_query_embedder(settings: Settings, name: str, dimension: int) -> Embedder:
+    """An embedder for search queries over repositories indexed with ``name`` (``local:<model>``,
+    ``ollama:<model>``), whatever this process is configured with.
+
+    Ollama models are asked at ``OLLAMA_URL`` with one attempt and ``QUERY_EMBED_TIMEOUT_SECONDS``:
+    a search must not wait through the indexing retries (about 8 s) before it can fall back to full
+    text.
+
+    Raises:
+        EmbedderUnavailableError: no backend of this version makes ``name``'s vectors.
+    """
+    backend, _, model = name.partition(":")
+    if backend == "ollama" and model:
+        return OllamaEmbedder(
+            url=settings.ollama_url,
+            model=model,
+            dimension=dimension,
+            max_attempts=1,
+            timeout_seconds=settings.query_embed_timeout_seconds,
+        )
+    if name == configured_name(settings):
+        return build_embedder(settings, dimension)
+    if backend == "local" and model == MODEL_NAME:
+        return LocalModelEmbedder(
+            batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
+        )
+    raise EmbedderUnavailableError(f"this server has no embedder {name!r} ({dimension} dimensions)")

@@ -101,7 +101,7 @@ PAYLOAD = BatchPayload(
     files=(FileRecord("a.py", "0" * 64, "python", 11, 2, (ChunkRecord(1, 2, None, "x = 1\ny = 2", "a.py"),)),),
     skipped=(NotIndexed("b.png", "binary"),),
 )
-WITH_VECTORS = PAYLOAD.with_vectors(np.ones((1, 4), dtype=np.float32))
+WITH_VECTORS = PAYLOAD.with_vectors(np.ones((1, 4), dtype=np.float32), "ollama:fake")
 WIRE = encode_payload(PAYLOAD)
 WIRE_WITH_VECTORS = encode_payload(WITH_VECTORS)
 

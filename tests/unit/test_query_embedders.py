@@ -1,0 +1,48 @@
+"""Which embedder a search asks for a repository's query vector, and which vectors a write refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.embedders import EmbedderUnavailableError, build_query_embedder
+from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder
+from actors.embedders.ollama import OllamaEmbedder
+from actors.messages import BatchPayload
+from actors.pipeline import foreign_vectors
+from models.settings import Settings
+
+
+def test_an_ollama_repository_gets_its_own_model_with_one_short_attempt() -> None:
+    settings = Settings(embedder="local", ollama_url="http://embed:11434", query_embed_timeout_seconds=3)
+    embedder = build_query_embedder(settings, "ollama:nomic-embed-text", 768)
+    assert isinstance(embedder, OllamaEmbedder)
+    assert (embedder.name, embedder.dimension) == ("ollama:nomic-embed-text", 768)
+    assert embedder._max_attempts == 1 and embedder._timeout.total == 3
+    assert embedder._endpoint == "http://embed:11434/api/embed"
+
+
+def test_a_local_repository_gets_the_bundled_model_whatever_is_configured() -> None:
+    settings = Settings(embedder="ollama", ollama_dimension=768)
+    assert isinstance(build_query_embedder(settings, f"local:{MODEL_NAME}", 384), LocalModelEmbedder)
+
+
+def test_an_embedder_this_version_cannot_make_is_named() -> None:
+    with pytest.raises(EmbedderUnavailableError, match="no embedder 'remote:x' \\(1024 dimensions\\)"):
+        build_query_embedder(Settings(), "remote:x", 1024)
+
+
+def _made_by(embedder: str | None, dimension: int) -> BatchPayload:
+    return BatchPayload((), vectors=np.zeros((1, dimension), dtype=np.float32), embedder=embedder)
+
+
+def test_vectors_of_another_model_are_refused_even_at_the_same_dimension() -> None:
+    payload = _made_by("ollama:b", 384)
+    assert foreign_vectors(payload, "ollama:b", 384) is None
+    assert foreign_vectors(_made_by(None, 384), "ollama:a", 384) is None  # a message from before the tag
+    assert foreign_vectors(payload, None, None) is None  # a repository never planned by this version
+    reason = foreign_vectors(payload, "ollama:a", 384)
+    assert reason is not None
+    assert reason.startswith("the embed worker made ollama:b vectors (384 dimensions) but the job was planned for")
+    assert "give every worker the same embedder settings" in reason
+    assert foreign_vectors(_made_by("ollama:a", 768), "ollama:a", 384) is not None
