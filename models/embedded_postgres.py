@@ -66,18 +66,35 @@ def _service_owner() -> str | None:
     return _SERVICE_USER
 
 
-def _port_answers(port: int) -> bool:
+def _port_answers(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        return probe.connect_ex((host, port)) == 0
 
 
-def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
+#: initdb's pg_hba.conf trusts loopback only; a listen address beyond it adds this rule once.
+_SUBNET_RULE = "host all all samenet trust  # codebase-mcp: EMBEDDED_PG_HOST is not loopback\n"
+
+
+def _trust_own_subnets(pgdata: Path, host: str) -> None:
+    """Let the hosts of the listen address's own subnets in, as loopback is: the embedded server has no
+    passwords, so reaching it from other hosts is for a private network (a test stack, a lab)."""
+    if host in ("127.0.0.1", "localhost"):
+        return
+    hba = pgdata / "pg_hba.conf"
+    if _SUBNET_RULE not in hba.read_text(encoding="utf-8"):
+        with open(hba, "a", encoding="utf-8") as rules:
+            rules.write(_SUBNET_RULE)
+
+
+def ensure_embedded_postgres(data_dir: Path, port: int, host: str = "127.0.0.1") -> str:
     """Initialise (once) and start (if stopped) the embedded PostgreSQL; return its asyncpg URL.
 
     Parameters:
         data_dir: folder owning ``postgres/`` (the cluster) and its log.
-        port: loopback TCP port to listen on.
+        port: TCP port to listen on.
+        host: IPv4 address to listen on (``EMBEDDED_PG_HOST``); beyond loopback, the hosts of its
+            subnets are trusted (see ``_trust_own_subnets``).
 
     Raises:
         RuntimeError: when the server cannot be initialised or started; the message quotes its log.
@@ -112,8 +129,9 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
             shutil.chown(data_dir, owner, owner)
             if log_file.exists():
                 shutil.chown(log_file, owner, owner)
-        if not _port_answers(port):
-            logger.info("starting embedded PostgreSQL on 127.0.0.1:%d", port)
+        _trust_own_subnets(pgdata, host)
+        if not _port_answers(port, host):
+            logger.info("starting embedded PostgreSQL on %s:%d", host, port)
             result = _run_as_owner(
                 [
                     _binary("pg_ctl"),
@@ -125,24 +143,25 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
                     "-t",
                     "60",
                     "-o",
-                    f"-p {port}",
+                    # -h on every start, so a changed EMBEDDED_PG_HOST applies to an existing cluster.
+                    f"-p {port} -h {host}",
                     "start",
                 ],
                 owner,
                 timeout=90,
             )
-            if result.returncode != 0 and not _port_answers(port):
+            if result.returncode != 0 and not _port_answers(port, host):
                 tail = log_file.read_text(encoding="utf-8", errors="replace")[-2000:] if log_file.exists() else ""
                 raise RuntimeError(f"embedded PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
         for _ in range(100):
-            if _port_answers(port):
+            if _port_answers(port, host):
                 break
             time.sleep(0.1)
         result = _run_as_owner(
             [
                 _binary("psql"),
                 "-h",
-                "127.0.0.1",
+                host,
                 "-p",
                 str(port),
                 "-U",
@@ -156,11 +175,11 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
         )
         if result.stdout.strip() != "1":
             created = _run_as_owner(
-                [_binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE_NAME], owner
+                [_binary("createdb"), "-h", host, "-p", str(port), "-U", "postgres", DATABASE_NAME], owner
             )
             if created.returncode != 0 and "already exists" not in created.stderr:
                 raise RuntimeError(f"createdb failed: {created.stderr.strip()}")
-    return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
+    return f"postgresql+asyncpg://postgres@{host}:{port}/{DATABASE_NAME}"
 
 
 def stop_embedded_postgres(data_dir: Path) -> None:
