@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from tests.faults.test_crash_matrix import (
     wait_terminal,
 )
 from tests.hosts.conftest import EMBED_DELAY_MS_PER_TEXT, PG_PORT, HostsStack
+from tests.integration.stack import REPO_ROOT, wait_for
 from tests.integration.test_security import client_with
 
 pytestmark = pytest.mark.hosts
@@ -165,3 +168,131 @@ async def test_cancel_then_resume_through_sigkill_of_each_host(hosts_stack: Host
     )
     job = await hosts_db.fetchrow("SELECT files_unchanged FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
     assert job["files_unchanged"] == kept
+
+
+async def test_embed_host_link_cut_for_30_s(hosts_stack: HostsStack, hosts_db: Db) -> None:
+    fresh_embedder(hosts_stack)
+    repo = make_repo(hosts_stack.repos, 200)
+    job_id = await start_job(hosts_stack, repo, "link-cut")
+    await wait_moved(hosts_db, job_id, "embed_runs", 10)
+    hosts_stack.network.set_link("embed", up=False)
+    try:
+        await asyncio.sleep(LINK_DOWN_SECONDS)
+        at_cut_end = await progress(hosts_db, job_id)
+    finally:
+        hosts_stack.network.set_link("embed", up=True)
+    back = time.monotonic()
+    await wait_moved(hosts_db, job_id, "embed_runs", at_cut_end["embed_runs"], timeout=300)
+    resumed = time.monotonic() - back
+    await finish(
+        f"embed host's link down {LINK_DOWN_SECONDS:.0f} s",
+        hosts_stack,
+        hosts_db,
+        job_id,
+        repo,
+        [resumed],
+        "(resume: link up to the next batch embedded)",
+    )
+
+
+async def test_rabbitmq_stopped_for_a_minute(hosts_stack: HostsStack, hosts_db: Db) -> None:
+    assert hosts_stack.rabbit is not None
+    fresh_embedder(hosts_stack)
+    repo = make_repo(hosts_stack.repos, 300)
+    job_id = await start_job(hosts_stack, repo, "broker-down")
+    await wait_moved(hosts_db, job_id, "recorded", 10)
+    hosts_stack.rabbit.stop()
+    stopped = time.monotonic()
+    await asyncio.sleep(BROKER_DOWN_SECONDS)
+    at_stop = await progress(hosts_db, job_id)
+    boot = await asyncio.to_thread(hosts_stack.rabbit.start)
+    down = time.monotonic() - stopped
+    back = time.monotonic()
+    await wait_moved(hosts_db, job_id, "recorded", at_stop["recorded"], timeout=300)
+    resumed = time.monotonic() - back
+    await finish(
+        f"data host's RabbitMQ stopped {BROKER_DOWN_SECONDS:.0f} s",
+        hosts_stack,
+        hosts_db,
+        job_id,
+        repo,
+        [resumed],
+        f"(down {down:.0f} s including {boot:.0f} s boot; resume from the broker's return)",
+    )
+    for host in ("chunk", "embed"):
+        assert hosts_stack.groups[host].poll() is None, f"{host} workers exited while the broker was away"
+    assert hosts_stack.server is not None and hosts_stack.server.poll() is None
+
+
+async def test_200_ms_between_workers_and_postgresql(hosts_stack: HostsStack, hosts_db: Db) -> None:
+    net = hosts_stack.network
+    data = net.address("data")
+    # The same work twice, on repositories of the same size: once as is, once with the slow path.
+    fresh_embedder(hosts_stack)
+    baseline_repo = make_repo(hosts_stack.repos, 400, files=100)
+    began = time.monotonic()
+    baseline = await start_job(hosts_stack, baseline_repo, "latency-baseline")
+    assert await wait_terminal(hosts_db, baseline, timeout=900) == "completed"
+    baseline_seconds = time.monotonic() - began
+
+    relay = subprocess.Popen(
+        [
+            *net.exec_prefix("data"),
+            sys.executable,
+            "-m",
+            "tests.hosts.delay_relay",
+            "--listen",
+            f"{data}:{RELAY_PORT}",
+            "--upstream",
+            f"{data}:{PG_PORT}",
+            "--delay-ms",
+            str(LATENCY_MS),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert relay.stdout is not None and relay.stdout.readline().strip() == b"LISTENING"
+        workers = f"{{ {net.address('chunk')}, {net.address('embed')} }}"
+        net.nft("data", "add", "table", "ip", "cbmdelay")
+        net.nft("data", "add", "chain", "ip", "cbmdelay", "pre", "{ type nat hook prerouting priority dstnat; }")
+        net.nft(
+            "data", "add", "rule", "ip", "cbmdelay", "pre", "ip", "saddr", workers, "tcp", "dport", str(PG_PORT),
+            "redirect", "to", f":{RELAY_PORT}",
+        )  # fmt: skip
+        # Connections already open keep their path (conntrack): new worker processes open new ones.
+        # SIGKILL: they are idle between jobs, and a SIGTERMed group takes 60 s to go (reliability.md).
+        for host in ("chunk", "embed"):
+            hosts_stack.kill_group(host)
+            hosts_stack.start_group(host)
+
+        async def through_relay() -> bool:
+            rows = await hosts_db.fetch("SELECT client_addr FROM pg_stat_activity WHERE client_addr IS NOT NULL")
+            addrs = [str(row["client_addr"]) for row in rows]
+            return data in addrs and net.address("chunk") not in addrs and net.address("embed") not in addrs
+
+        fresh_embedder(hosts_stack)
+        repo = make_repo(hosts_stack.repos, 401, files=100)
+        began = time.monotonic()
+        job_id = await start_job(hosts_stack, repo, "latency")
+        await wait_moved(hosts_db, job_id, "recorded", 2)
+        assert await wait_for(through_relay, timeout=60, what="worker connections through the slow path")
+        assert await wait_terminal(hosts_db, job_id, timeout=900) == "completed"
+        slow_seconds = time.monotonic() - began
+        await finish(
+            f"{LATENCY_MS:.0f} ms added between the workers and PostgreSQL",
+            hosts_stack,
+            hosts_db,
+            job_id,
+            repo,
+            [],
+            f"(no stop to resume from: the job took {slow_seconds / baseline_seconds:.1f}x the time of the same "
+            f"job without the delay, {slow_seconds:.0f} s against {baseline_seconds:.0f} s)",
+        )
+    finally:
+        subprocess.run([*net.exec_prefix("data"), "nft", "delete", "table", "ip", "cbmdelay"], check=False)
+        relay.kill()
+        relay.wait(timeout=10)
+        for host in ("chunk", "embed"):
+            hosts_stack.kill_group(host)
+            hosts_stack.start_group(host)
