@@ -295,8 +295,8 @@ def hosts_stack() -> Iterator[HostsStack]:
         repos=repos,
         token=values["AUTH_TOKEN"],
     )
-    network.create()
     try:
+        network.create()
         with network.entered("client"):
             stack.start_data()
             stack.start_embedder()

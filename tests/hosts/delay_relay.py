@@ -9,7 +9,8 @@ order and nothing is dropped.
 
     python -m tests.hosts.delay_relay --listen 10.0.0.1:54330 --upstream 10.0.0.1:54329 --delay-ms 200
 
-prints ``LISTENING`` once the socket is bound.
+prints ``LISTENING`` once the socket is bound, and on SIGTERM ``DELIVERED <n>``: how many delayed
+deliveries it made (each one an answer, or a part of one, that a client waited for) before it exits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
+
+_delivered = 0
 
 
 async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -24,6 +28,7 @@ async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
     async def deliver() -> None:
+        global _delivered
         while True:
             due, data = await queue.get()
             await asyncio.sleep(max(0.0, due - loop.time()))
@@ -31,6 +36,8 @@ async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d
                 with contextlib.suppress(OSError):
                     writer.write_eof()
                 return
+            if delay > 0:
+                _delivered += 1
             writer.write(data)
             await writer.drain()
 
@@ -56,16 +63,20 @@ async def _serve(listen: tuple[str, int], upstream: tuple[str, int], delay: floa
                 _forward(client_reader, server_writer, 0.0),
                 _forward(server_reader, client_writer, delay),
             )
-        except OSError:
+        except (OSError, asyncio.CancelledError):
+            # A peer gone, or the relay stopping: either way this connection ends here, quietly.
             pass
         finally:
             for writer in (client_writer, server_writer):
                 writer.close()
 
     server = await asyncio.start_server(relay, *listen)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("LISTENING", flush=True)
     async with server:
-        await server.serve_forever()
+        await stop.wait()
+    print(f"DELIVERED {_delivered}", flush=True)
 
 
 def _address(text: str) -> tuple[str, int]:
