@@ -24,7 +24,7 @@ def resolve_database_url(settings: Settings | None = None) -> str:
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         return url
-    return ensure_embedded_postgres(settings.data_dir, settings.embedded_pg_port)
+    return ensure_embedded_postgres(settings.data_dir, settings.embedded_pg_port, settings.embedded_pg_host)
 
 
 def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:

@@ -93,7 +93,7 @@ def revive_embedded_postgres_sync(settings: Settings) -> bool:
     if settings.database_url or _port_answers(settings.embedded_pg_port):
         return False
     try:
-        ensure_embedded_postgres(settings.data_dir, settings.embedded_pg_port)
+        ensure_embedded_postgres(settings.data_dir, settings.embedded_pg_port, settings.embedded_pg_host)
     except (RuntimeError, OSError) as error:
         note = disk_full_note(settings)
         logger.error("embedded PostgreSQL is down and did not start: %s", note or str(error).splitlines()[0])

@@ -66,17 +66,17 @@ def _service_owner() -> str | None:
     return _SERVICE_USER
 
 
-def _port_answers(port: int) -> bool:
+def _port_answers(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        return probe.connect_ex((host, port)) == 0
 
 
 class DataDirectoryConflictError(RuntimeError):
     """The port is taken by a PostgreSQL serving another data directory, or by another program."""
 
 
-def _served_data_directory(port: int, owner: str | None) -> str | None:
+def _served_data_directory(port: int, owner: str | None, host: str = "127.0.0.1") -> str | None:
     """The data directory of the PostgreSQL answering on ``port``; None if it is not one we can ask."""
     try:
         result = _run_as_owner(
@@ -84,7 +84,7 @@ def _served_data_directory(port: int, owner: str | None) -> str | None:
                 _binary("psql"),
                 "-X",
                 "-h",
-                "127.0.0.1",
+                host,
                 "-p",
                 str(port),
                 "-U",
@@ -104,13 +104,13 @@ def _served_data_directory(port: int, owner: str | None) -> str | None:
     return served if result.returncode == 0 and served else None
 
 
-def _check_serves(pgdata: Path, port: int, owner: str | None) -> None:
+def _check_serves(pgdata: Path, port: int, owner: str | None, host: str = "127.0.0.1") -> None:
     """Refuse a port whose server is not this data directory's: it would silently hold another index.
 
     Raises:
         DataDirectoryConflictError: naming the data directory that answers and the settings to change.
     """
-    served = _served_data_directory(port, owner)
+    served = _served_data_directory(port, owner, host)
     if served is not None and Path(served).resolve() == pgdata.resolve():
         return
     fix = "set CODEBASE_MCP_EMBEDDED_PG_PORT to a free port for this data directory" + (
@@ -118,20 +118,36 @@ def _check_serves(pgdata: Path, port: int, owner: str | None) -> None:
     )
     if served is None:
         raise DataDirectoryConflictError(
-            f"port 127.0.0.1:{port} is in use by a program that is not this data directory's PostgreSQL "
-            f"({pgdata}); {fix}"
+            f"port {host}:{port} is in use by a program that is not this data directory's PostgreSQL ({pgdata}); {fix}"
         )
     raise DataDirectoryConflictError(
-        f"the embedded PostgreSQL on 127.0.0.1:{port} serves the data directory {served}, not {pgdata}; {fix}"
+        f"the embedded PostgreSQL on {host}:{port} serves the data directory {served}, not {pgdata}; {fix}"
     )
 
 
-def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
+#: initdb's pg_hba.conf trusts loopback only; a listen address beyond it adds this rule once.
+_SUBNET_RULE = "host all all samenet trust  # codebase-mcp: EMBEDDED_PG_HOST is not loopback\n"
+
+
+def _trust_own_subnets(pgdata: Path, host: str) -> None:
+    """Let the hosts of the listen address's own subnets in, as loopback is: the embedded server has no
+    passwords, so reaching it from other hosts is for a private network (a test stack, a lab)."""
+    if host in ("127.0.0.1", "localhost"):
+        return
+    hba = pgdata / "pg_hba.conf"
+    if _SUBNET_RULE not in hba.read_text(encoding="utf-8"):
+        with open(hba, "a", encoding="utf-8") as rules:
+            rules.write(_SUBNET_RULE)
+
+
+def ensure_embedded_postgres(data_dir: Path, port: int, host: str = "127.0.0.1") -> str:
     """Initialise (once) and start (if stopped) the embedded PostgreSQL; return its asyncpg URL.
 
     Parameters:
         data_dir: folder owning ``postgres/`` (the cluster) and its log.
-        port: loopback TCP port to listen on.
+        port: TCP port to listen on.
+        host: IPv4 address to listen on (``EMBEDDED_PG_HOST``); beyond loopback, the hosts of its
+            subnets are trusted (see ``_trust_own_subnets``).
 
     Raises:
         DataDirectoryConflictError: the port answers for another data directory (or another program).
@@ -144,8 +160,8 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
     with open(data_dir / ".embedded-postgres.lock", "w", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         # Before anything is created: a port held by another cluster must not get a second one here.
-        if _port_answers(port):
-            _check_serves(pgdata, port, owner)
+        if _port_answers(port, host):
+            _check_serves(pgdata, port, owner, host)
         if not (pgdata / "PG_VERSION").exists():
             if pgdata.exists():
                 shutil.rmtree(pgdata)
@@ -170,8 +186,9 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
             shutil.chown(data_dir, owner, owner)
             if log_file.exists():
                 shutil.chown(log_file, owner, owner)
-        if not _port_answers(port):
-            logger.info("starting embedded PostgreSQL on 127.0.0.1:%d", port)
+        _trust_own_subnets(pgdata, host)
+        if not _port_answers(port, host):
+            logger.info("starting embedded PostgreSQL on %s:%d", host, port)
             result = _run_as_owner(
                 [
                     _binary("pg_ctl"),
@@ -183,26 +200,27 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
                     "-t",
                     "60",
                     "-o",
-                    f"-p {port}",
+                    # -h on every start, so a changed EMBEDDED_PG_HOST applies to an existing cluster.
+                    f"-p {port} -h {host}",
                     "start",
                 ],
                 owner,
                 timeout=90,
             )
-            if result.returncode != 0 and not _port_answers(port):
+            if result.returncode != 0 and not _port_answers(port, host):
                 tail = log_file.read_text(encoding="utf-8", errors="replace")[-2000:] if log_file.exists() else ""
                 raise RuntimeError(f"embedded PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
         for _ in range(100):
-            if _port_answers(port):
+            if _port_answers(port, host):
                 break
             time.sleep(0.1)
         # Also after a start: another cluster may have taken the port meanwhile (its own lock file).
-        _check_serves(pgdata, port, owner)
+        _check_serves(pgdata, port, owner, host)
         result = _run_as_owner(
             [
                 _binary("psql"),
                 "-h",
-                "127.0.0.1",
+                host,
                 "-p",
                 str(port),
                 "-U",
@@ -216,11 +234,11 @@ def ensure_embedded_postgres(data_dir: Path, port: int) -> str:
         )
         if result.stdout.strip() != "1":
             created = _run_as_owner(
-                [_binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE_NAME], owner
+                [_binary("createdb"), "-h", host, "-p", str(port), "-U", "postgres", DATABASE_NAME], owner
             )
             if created.returncode != 0 and "already exists" not in created.stderr:
                 raise RuntimeError(f"createdb failed: {created.stderr.strip()}")
-    return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
+    return f"postgresql+asyncpg://postgres@{host}:{port}/{DATABASE_NAME}"
 
 
 def stop_embedded_postgres(data_dir: Path) -> None:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the embedded database lives.")
     embedded_pg_port: int = Field(default=54329, description="TCP port of the embedded PostgreSQL (loopback).")
+    # Multi-host deployments (docs/deployment.md "Several hosts"): the data host's embedded database.
+    embedded_pg_host: str = Field(
+        default="127.0.0.1",
+        description="IPv4 address the embedded PostgreSQL listens on; beyond loopback it trusts its own subnets.",
+    )
     broker_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=60&connection_attempts=5&retry_delay=2"
         "&blocked_connection_timeout=30",

@@ -379,8 +379,11 @@ def build_http_app(settings: Settings) -> Starlette:
 def serve_http(settings: Settings, host: str, port: int) -> None:
     if settings.auth_token is None and host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving HTTP on %s without CODEBASE_MCP_AUTH_TOKEN: anyone who can reach it may use it", host)
+    # The SDK's DNS-rebinding check must follow the address bound (`--host`), not HTTP_HOST: else a
+    # server bound to another host's address refuses every client that uses that address.
+    app = build_http_app(settings.model_copy(update={"http_host": host}))
     # log_config=None: uvicorn's loggers propagate to the root handler (one format, credentials masked).
-    uvicorn.run(build_http_app(settings), host=host, port=port, log_level="warning", lifespan="on", log_config=None)
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on", log_config=None)
 
 
 def serve_stdio(settings: Settings) -> None:

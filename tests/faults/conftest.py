@@ -9,9 +9,7 @@ and data directory (stopped with ``rabbitmqctl -n <that node> stop``, never the 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +21,10 @@ import asyncpg
 import pytest
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from tests.fixtures.rabbitmq_node import RabbitNode, make_private_node
 from tests.integration.stack import free_port
+
+__all__ = ["Db", "Postgres", "RabbitNode"]
 
 
 @dataclass
@@ -99,79 +100,12 @@ async def faults_db(faults_pg: Postgres) -> AsyncIterator[Db]:
     await checker.close()
 
 
-@dataclass
-class RabbitNode:
-    """A RabbitMQ node of our own: its name, AMQP and distribution ports, data and log folders."""
-
-    name: str
-    port: int
-    dist_port: int
-    base: Path
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F?heartbeat=60&connection_attempts=5&retry_delay=2"
-
-    def _env(self) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("RABBITMQ_")}
-        env.update(
-            {
-                "RABBITMQ_NODENAME": self.name,
-                "RABBITMQ_NODE_PORT": str(self.port),
-                "RABBITMQ_DIST_PORT": str(self.dist_port),
-                "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
-                "RABBITMQ_LOG_BASE": str(self.base / "log"),
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
-                # Our own file: the system one pins the shared node's listener (5672).
-                "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
-                "RABBITMQ_PID_FILE": str(self.base / "pid"),
-            }
-        )
-        return env
-
-    def _ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["rabbitmqctl", "-q", "-n", self.name, *args],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def start(self, timeout: float = 180.0) -> float:
-        """Start the node and wait until it accepts AMQP connections; returns the seconds it took."""
-        began = time.monotonic()
-        subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True, timeout=60)
-        while time.monotonic() - began < timeout:
-            if self._ctl("await_startup", "--timeout", "30", timeout=60).returncode == 0:
-                return time.monotonic() - began
-            time.sleep(1)
-        raise TimeoutError(f"private RabbitMQ node {self.name} did not start; see {self.base / 'log'}")
-
-    def stop(self) -> None:
-        result = self._ctl("stop")
-        if result.returncode != 0:
-            raise RuntimeError(f"could not stop {self.name}: {result.stderr.strip()}")
-
-
 @pytest.fixture(scope="session")
 def private_rabbitmq() -> Iterator[RabbitNode]:
     if shutil.which("rabbitmq-server") is None:
         pytest.skip("rabbitmq-server is not installed")
-    base = Path(tempfile.mkdtemp(prefix="cbm-faults-rabbitmq-"))
-    node = RabbitNode(f"cbmfaults{os.getpid()}@localhost", free_port(), free_port(), base)
-    (base / "mnesia").mkdir()
-    (base / "log").mkdir()
-    (base / "enabled_plugins").write_text("", encoding="utf-8")
-    (base / "rabbitmq.conf").write_text(
-        f"listeners.tcp.default = {node.port}\nloopback_users.guest = true\nconsumer_timeout = 3600000\n",
-        encoding="utf-8",
-    )
-    # The packaged launcher drops to the rabbitmq user when started as root.
-    subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(base)], check=False)
-    base.chmod(0o755)
+    node = make_private_node("cbmfaults", free_port(), free_port())
     node.start()
     yield node
     node._ctl("stop")
-    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(node.base, ignore_errors=True)

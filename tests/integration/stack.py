@@ -69,13 +69,15 @@ class Stack:
     worker_processes: int = 2
     worker_threads: int = 4
     port: int = field(default_factory=free_port)
+    #: The server's bind address (``serve --host``), also the address clients use.
+    host: str = "127.0.0.1"
     server: subprocess.Popen[bytes] | None = None
     workers: subprocess.Popen[bytes] | None = None
     _restarts: int = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"http://{self.host}:{self.port}/mcp"
 
     def _spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self._restarts += 1
@@ -92,7 +94,8 @@ class Stack:
 
     def start_server(self) -> None:
         self.server = self._spawn(
-            "server", [str(BIN / "codebase-mcp"), "serve", "--transport", "http", "--port", str(self.port)]
+            "server",
+            [str(BIN / "codebase-mcp"), "serve", "--transport", "http", "--host", self.host, "--port", str(self.port)],
         )
         self.wait_healthy()
 
@@ -122,7 +125,7 @@ class Stack:
                 raise RuntimeError(f"server exited with {self.server.returncode}; see {self.log_dir}")
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as reply,
+                urllib.request.urlopen(f"http://{self.host}:{self.port}/readyz", timeout=1) as reply,
             ):
                 if reply.status == 200:
                     return time.monotonic() - start
