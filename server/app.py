@@ -26,6 +26,7 @@ from server.errors import CallerError
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
 from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
 from server.service import IndexingService, readiness
+from server.supervisor import supervised_workers
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,8 +51,8 @@ async def _upkeep(service: IndexingService) -> None:
 
 @asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[IndexingService]:
-    """Open the service, resume interrupted jobs, and keep upkeep running while it is open."""
-    async with IndexingService.open(settings) as service:
+    """Open the service, resume interrupted jobs, keep upkeep and the local worker pool running while open."""
+    async with IndexingService.open(settings) as service, supervised_workers(settings):
         await service.resume()
         upkeep = asyncio.create_task(_upkeep(service))
         try:

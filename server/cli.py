@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -54,27 +53,11 @@ def _queue_consumers(broker_url: str, queue: str) -> int:
 
 def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
     """Local workers for one ``index`` run; their output goes to a log file, the terminal shows progress."""
-    run_dir = Path(tempfile.mkdtemp(prefix="codebase-mcp-workers-"))
-    log = (run_dir / "workers.log").open("wb")
-    print(
-        f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log.name})", file=sys.stderr
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
-        env={
-            **os.environ,
-            "dramatiq_queue_prefetch": str(threads),
-            # A fresh metrics directory per run: Dramatiq never empties it, old counters would add in.
-            "dramatiq_prom_db": os.environ.get("dramatiq_prom_db")  # noqa: SIM112 (Dramatiq's name)
-            or str(run_dir / "metrics"),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Its own session: Ctrl-C in the terminal reaches this command, which then stops them itself.
-        start_new_session=True,
-    )
-    log.close()  # the child has its own descriptor
-    return process
+    from server.supervisor import spawn_workers
+
+    log = Path(tempfile.mkdtemp(prefix="codebase-mcp-workers-")) / "workers.log"
+    print(f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log})", file=sys.stderr)
+    return spawn_workers(processes, threads, log)
 
 
 def _render_status(status: Any) -> None:
