@@ -20,3 +20,7 @@ class NotFoundError(CallerError):
 
 class InvalidStateError(CallerError):
     """The operation does not apply in the object's current state (cancelling a finished job)."""
+
+
+class BrokerUnavailableError(CallerError):
+    """RabbitMQ cannot be reached, so no work can be handed to the workers; the message names the fix."""
