@@ -361,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     doctor = commands.add_parser("doctor", help="check settings, database, RabbitMQ and embedder; say what to fix")
     doctor.add_argument("--json", action="store_true")
 
+    setup = commands.add_parser(
+        "setup", help="bring RabbitMQ, the database and the schema up, run doctor, print the client configuration"
+    )
+    setup.add_argument("--config-only", action="store_true", help="only print the client configuration")
+
     repos = commands.add_parser("repos", help="list indexed repositories")
     repos.add_argument("--json", action="store_true")
 
@@ -374,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
+    if args.command == "setup":
+        from server.setup import run_setup
+
+        return run_setup(settings, config_only=args.config_only)
     if args.command == "serve":
         from server.app import serve_http, serve_stdio
 
