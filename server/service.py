@@ -66,8 +66,10 @@ LANGUAGE_ALIASES = {ext.removeprefix("."): name for ext, name in LANGUAGES.items
     "c++": "cpp",
     "c#": "csharp",
 }
+#: The message a job is admitted with, until a planner picks it up (models/jobs.py).
+WAITING_FOR_WORKER = "scanning: waiting for a worker"
 #: What publishing raises when RabbitMQ is gone (Dramatiq wraps pika's errors, not always).
-BROKER_ERRORS = (dramatiq.errors.ConnectionError, pika.exceptions.AMQPError, OSError)
+BROKER_ERRORS = (dramatiq.errors.BrokerConnectionError, pika.exceptions.AMQPError, OSError)
 
 
 def broker_fix(problem: str) -> str:
@@ -288,7 +290,8 @@ class IndexingService:
             except jobs.JobNotFoundError as error:
                 raise NotFoundError(str(error)) from None
         result = JobStatus.from_row(row, datetime.now(UTC))
-        if result.status == "running":
+        # Still as admitted (models/jobs.py's message): no worker has picked the job up yet.
+        if result.status == "running" and row["progress_message"] == WAITING_FOR_WORKER:
             note = await self._worker_note.get()
             if note is not None:
                 result = result.model_copy(update={"progress_message": f"{result.progress_message}; {note}"})

@@ -100,6 +100,8 @@ def base_env(database_url: str, broker_url: str, fake_embedding_url: str) -> dic
             "CODEBASE_MCP_OLLAMA_DIMENSION": str(EMBEDDING_DIMENSION),
             "CODEBASE_MCP_EMBED_RETRY_BASE_SECONDS": "0.2",
             "CODEBASE_MCP_LOG_LEVEL": "INFO",
+            # The suite starts its workers itself; tests of the server's own pool set "auto".
+            "CODEBASE_MCP_WORKERS": "never",
             "dramatiq_prom_db": prom_dir,
             "PYTHONUNBUFFERED": "1",
         }

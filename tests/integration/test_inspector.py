@@ -196,11 +196,21 @@ async def test_the_inspector_indexes_and_searches_with_one_pool_for_two_servers(
 
         await wait_for(some_batch_done, timeout=120, what="the first batch")
         os.kill(owner, signal.SIGKILL)  # the first server, which owns the pool
+        at_kill = await db.fetchrow("SELECT * FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
+        assert at_kill["status"] == "running" and at_kill["batches_done"] < at_kill["batches_total"], dict(at_kill)
 
         async def taken_over() -> bool:
             return await lease_owner(settings) not in (None, owner)
 
         await wait_for(taken_over, timeout=30, what="the second server to take the pool over")
+        await wait_for(lambda: _equals(consumers(settings), WORKER_PROCESSES), timeout=60, what="the new pool")
+        at_takeover = await db.fetchrow("SELECT * FROM indexing_jobs WHERE id = $1", uuid.UUID(job_id))
+        print(
+            f"owner SIGKILLed at {at_kill['batches_done']}/{at_kill['batches_total']} batches; "
+            f"the second server's pool attached at {at_takeover['batches_done']}"
+        )
+        # The rest of the job was left to the new pool: the killed owner's workers stopped with it.
+        assert at_takeover["batches_done"] < at_takeover["batches_total"], dict(at_takeover)
         final = await follow(inspector, "two", job_id)
         assert final["status"] == "completed", final
         await verify_completed(db, job_id, big)  # type: ignore[arg-type]

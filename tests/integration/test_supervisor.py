@@ -1,9 +1,9 @@
 """The worker pool of ``codebase-mcp serve`` (server/supervisor.py) on real processes.
 
-Stdio servers as an assistant starts them (one per editor window), no worker started by hand:
-the first server takes the lease and starts one pool, the second sees it attached; the owner is
-SIGKILLed mid-job and the survivor takes over, the job completes with nothing done twice; closing
-the last client's stdin stops the workers.
+Stdio servers as an assistant starts them, no worker started by hand: the lease is exclusive and
+dies with its holder; a server's pool that dies is restarted; closing the client's stdin stops the
+server and its workers. Two servers sharing one pool, and the owner SIGKILLed mid-job, are in
+tests/integration/test_inspector.py (driven by the MCP Inspector).
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from mcp.client.stdio import stdio_client
 
 from models.settings import Settings
 from server.supervisor import Lease, WorkerPool, attached_workers
-from tests.faults.test_crash_matrix import verify_completed
-from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import BIN, REPO_ROOT, McpClient, free_port, wait_for
-from tests.integration.test_background_indexing import control
 
 WORKER_PROCESSES = 1
 
@@ -136,81 +133,29 @@ async def job_row(db: asyncpg.Pool, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def test_servers_share_one_pool_and_the_survivor_takes_over(
-    pool_env: dict[str, str], db: asyncpg.Pool, fake_embedding_url: str, tmp_path: Path
-) -> None:
-    settings = pool_settings(pool_env)
-    repo = tmp_path / "repo"
-    generate_repo(repo, 240, 60, seed=1101)
-    first = start_idle_server(pool_env, tmp_path / "server-a.log")
-    # An embedder cost per text, so that the job is still running when its pool's owner dies.
-    control(fake_embedding_url, {"delay_ms_per_text": 15})
-    try:
-        await wait_for(lambda: lease_owner(settings), timeout=60, what="a server to take the lease")
-        assert await lease_owner(settings) == first.pid
-        await wait_for(
-            lambda: _equals(consumers(settings), WORKER_PROCESSES), timeout=90, what="the first server's pool"
-        )
-        async with stdio_session(pool_env, tmp_path / "server-b.log") as client:
-            # Two servers alive: still one pool, owned by the first.
-            for _ in range(3):
-                await asyncio.sleep(1.5)
-                assert await consumers(settings) == WORKER_PROCESSES
-                assert await lease_owner(settings) == first.pid
-            started = await client.call("start_indexing_background", repo_path=str(repo), name="takeover")
-            job_id = str(started["job_id"])
-
-            async def some_batch_done() -> bool:
-                row = await job_row(db, job_id)
-                return bool(row["batches_done"] > 0 or row["status"] != "running")
-
-            await wait_for(some_batch_done, timeout=120, what="the first batch")
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=10)
-            at_kill = await job_row(db, job_id)
-            assert at_kill["status"] == "running" and at_kill["batches_done"] < at_kill["batches_total"], at_kill
-
-            async def survivor_owns() -> bool:
-                return await lease_owner(settings) not in (None, first.pid)
-
-            await wait_for(survivor_owns, timeout=30, what="the second server to take the lease")
-            await wait_for(
-                lambda: _equals(consumers(settings), WORKER_PROCESSES), timeout=60, what="the survivor's pool"
-            )
-            at_takeover = await job_row(db, job_id)
-            print(
-                f"owner SIGKILLed at {at_kill['batches_done']}/{at_kill['batches_total']} batches; "
-                f"the survivor's pool attached at {at_takeover['batches_done']}"
-            )
-            # The rest of the job was left to the survivor's pool (the killed pool's workers stopped).
-            assert at_takeover["batches_done"] < at_takeover["batches_total"], at_takeover
-
-            async def completed() -> str | None:
-                status = await client.call("get_indexing_status", job_id=job_id)
-                return str(status["status"]) if status["status"] in ("completed", "failed", "cancelled") else None
-
-            assert await wait_for(completed, timeout=240, interval=0.5, what="the job") == "completed"
-            # asyncpg.Pool has every method of the crash matrix's Db.
-            await verify_completed(db, job_id, repo)  # type: ignore[arg-type]
-            events = await db.fetch("SELECT event FROM job_events WHERE job_id = $1", uuid.UUID(job_id))
-            assert [row["event"] for row in events].count("completed") == 1
-            # The killed owner's workers died with it: one pool is left, the survivor's.
-            await wait_for(lambda: _equals(consumers(settings), WORKER_PROCESSES), timeout=60, what="exactly one pool")
-        # The client closed the survivor's stdin: its workers stop and the lease is free.
-        await wait_for(lambda: _equals(consumers(settings), 0), timeout=60, what="the workers to stop")
-        assert lease_is_free(settings)
-    finally:
-        control(fake_embedding_url, {"delay_ms_per_text": 0})
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=10)
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
-async def test_closing_stdin_stops_the_server_and_its_workers(pool_env: dict[str, str], tmp_path: Path) -> None:
+async def test_a_dead_pool_is_restarted_and_closing_stdin_stops_it(pool_env: dict[str, str], tmp_path: Path) -> None:
     settings = pool_settings(pool_env)
     server = start_idle_server(pool_env, tmp_path / "server.log")
     try:
         await wait_for(lambda: _equals(consumers(settings), WORKER_PROCESSES), timeout=90, what="the server's pool")
+        assert await lease_owner(settings) == server.pid
+        # The whole pool dies (its guard, Dramatiq and its worker processes): the server restarts it.
+        (guard,) = children(server.pid)
+        os.killpg(guard, signal.SIGKILL)
+        await wait_for(lambda: _equals(consumers(settings), 0), timeout=30, what="the pool to be gone")
+        await wait_for(lambda: _equals(consumers(settings), WORKER_PROCESSES), timeout=90, what="the restarted pool")
+        assert children(server.pid) != [guard]
+        assert "restarting in" in (tmp_path / "server.log").read_text()
         assert server.stdin is not None
         server.stdin.close()  # what an editor does when it closes the window
         code = await asyncio.to_thread(server.wait, 60)
