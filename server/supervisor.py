@@ -53,8 +53,10 @@ HEALTHY_RUN_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 #: The queue whose consumers tell whether a worker pool is attached (every ``dramatiq actors`` consumes it).
 PROBE_QUEUE = "index.embed"
+#: The module Dramatiq's CLI loads in every worker process (the workers' entry point).
+WORKER_MODULE = "actors"
 #: The command a user runs to attach workers by hand, named in messages.
-WORKER_COMMAND = "dramatiq actors"
+WORKER_COMMAND = f"dramatiq {WORKER_MODULE}"
 #: How often the guard checks that its server is still alive.
 GUARD_POLL_SECONDS = 0.2
 
@@ -67,7 +69,7 @@ def spawn_workers(
     env: dict[str, str] | None = None,
     guarded: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """``dramatiq actors`` with ``processes`` × ``threads``, its output appended to ``log_path``.
+    """``dramatiq WORKER_MODULE`` with ``processes`` × ``threads``, its output appended to ``log_path``.
 
     The one launcher of local workers: the CLI's ``index`` and the server's pool both use it.
     ``guarded`` runs it under :func:`guard`, which stops it when this process dies.
@@ -77,7 +79,7 @@ def spawn_workers(
         sys.executable,
         "-m",
         "dramatiq",
-        "actors",
+        WORKER_MODULE,
         "--processes",
         str(processes),
         "--threads",

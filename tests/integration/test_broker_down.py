@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from server.supervisor import WORKER_COMMAND
 from tests.integration.stack import ToolCallError, free_port
 from tests.integration.test_supervisor import stdio_session
 
@@ -132,5 +133,5 @@ async def test_never_with_no_worker_attached_says_so_in_the_status(
         status = await client.call("get_indexing_status", job_id=started["job_id"])
         assert status["status"] == "running"
         assert "no worker is attached to RabbitMQ and CODEBASE_MCP_WORKERS=never" in status["progress_message"]
-        assert "`dramatiq actors`" in status["progress_message"]
+        assert f"`{WORKER_COMMAND}`" in status["progress_message"]
         await client.call("cancel_indexing_background", job_id=started["job_id"])
