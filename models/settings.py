@@ -127,6 +127,19 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Bind address of the workers' Prometheus exporter (dramatiq_prom_host, if set, wins).",
     )
+    # Local workers of `codebase-mcp serve` (server/supervisor.py).
+    workers: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="serve starts local workers: auto (when none is attached to RabbitMQ), always, or never.",
+    )
+    worker_processes: int = Field(default=1, ge=1, le=64, description="Worker processes of serve's local pool.")
+    worker_threads: int = Field(default=4, ge=1, le=64, description="Threads per worker process of serve's pool.")
+    broker_probe_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=30,
+        description="A tool that publishes first checks RabbitMQ's port this fast and fails at once if it is down.",
+    )
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 

@@ -38,6 +38,7 @@ from server.service import (
     readiness,
 )
 from server.sessions import bound_sessions
+from server.supervisor import supervised_workers
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,8 +168,8 @@ async def _upkeep(service: IndexingService) -> None:
 
 @asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[IndexingService]:
-    """Open the service, resume interrupted jobs, and keep upkeep running while it is open."""
-    async with IndexingService.open(settings) as service:
+    """Open the service, resume interrupted jobs, keep upkeep and the local worker pool running while open."""
+    async with IndexingService.open(settings) as service, supervised_workers(settings):
         await service.resume()
         upkeep = asyncio.create_task(_upkeep(service))
         try:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -61,27 +60,11 @@ def _queue_consumers(broker_url: str, queue: str) -> int:
 
 def _spawn_workers(processes: int, threads: int) -> subprocess.Popen[bytes]:
     """Local workers for one ``index`` run; their output goes to a log file, the terminal shows progress."""
-    run_dir = Path(tempfile.mkdtemp(prefix="codebase-mcp-workers-"))
-    log = (run_dir / "workers.log").open("wb")
-    print(
-        f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log.name})", file=sys.stderr
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "actors.worker", "--processes", str(processes), "--threads", str(threads)],
-        env={
-            **os.environ,
-            "dramatiq_queue_prefetch": str(threads),
-            # A fresh metrics directory per run: Dramatiq never empties it, old counters would add in.
-            "dramatiq_prom_db": os.environ.get("dramatiq_prom_db")  # noqa: SIM112 (Dramatiq's name)
-            or str(run_dir / "metrics"),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Its own session: Ctrl-C in the terminal reaches this command, which then stops them itself.
-        start_new_session=True,
-    )
-    log.close()  # the child has its own descriptor
-    return process
+    from server.supervisor import spawn_workers
+
+    log = Path(tempfile.mkdtemp(prefix="codebase-mcp-workers-")) / "workers.log"
+    print(f"no workers are attached to RabbitMQ: starting local workers for this run (log: {log})", file=sys.stderr)
+    return spawn_workers(processes, threads, log)
 
 
 def _render_status(status: Any) -> None:
@@ -408,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     doctor = commands.add_parser("doctor", help="check settings, database, RabbitMQ and embedder; say what to fix")
     doctor.add_argument("--json", action="store_true")
 
+    setup = commands.add_parser(
+        "setup", help="bring RabbitMQ, the database and the schema up, run doctor, print the client configuration"
+    )
+    setup.add_argument("--config-only", action="store_true", help="only print the client configuration")
+
     repos = commands.add_parser("repos", help="list indexed repositories")
     repos.add_argument("--json", action="store_true")
 
@@ -423,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("alembic").setLevel(logging.INFO)
 
+    if args.command == "setup":
+        from server.setup import run_setup
+
+        return run_setup(settings, config_only=args.config_only)
     if args.command == "serve":
         from server.app import serve_http, serve_stdio
 

@@ -38,3 +38,7 @@ def outage_message(error: BaseException) -> str | None:
         f"the database is unavailable ({kind}). Retry in a moment; if it persists, "
         "check that PostgreSQL is running and has free disk space (GET /readyz reports it)"
     )
+
+
+class BrokerUnavailableError(CallerError):
+    """RabbitMQ cannot be reached, so no work can be handed to the workers; the message names the fix."""

@@ -6,6 +6,7 @@ One :class:`IndexingService` per process, opened on the event loop that serves r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -15,7 +16,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import dramatiq
 import pika
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +42,7 @@ from models.lifecycle import JOB_STATUSES
 from models.logs import redact
 from models.migrate import upgrade_to_head
 from models.settings import Settings
-from server.errors import InvalidStateError, NotFoundError, ValidationError
+from server.errors import BrokerUnavailableError, InvalidStateError, NotFoundError, ValidationError
 from server.schemas import (
     DeletedRepository,
     JobList,
@@ -52,6 +55,7 @@ from server.schemas import (
     iso,
 )
 from server.search import SEARCH_MODES, Filters, SearchMode, VectorQuery, run_search
+from server.supervisor import WorkerNote
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,20 @@ LANGUAGE_ALIASES = {ext.removeprefix("."): name for ext, name in LANGUAGES.items
     "c++": "cpp",
     "c#": "csharp",
 }
+#: The message a job is admitted with, until a planner picks it up (models/jobs.py).
+WAITING_FOR_WORKER = "scanning: waiting for a worker"
+#: What publishing raises when RabbitMQ is gone (Dramatiq wraps pika's errors, not always).
+BROKER_ERRORS = (dramatiq.errors.BrokerConnectionError, pika.exceptions.AMQPError, OSError)
+
+
+def broker_fix(problem: str) -> str:
+    """The error text for an unreachable RabbitMQ: what is wrong and the commands that fix it."""
+    return (
+        f"{problem}: start it with `codebase-mcp setup` (or `bash rabbitmq/ensure-rabbitmq.sh`), "
+        "or fix CODEBASE_MCP_BROKER_URL; `codebase-mcp doctor` checks every service"
+    )
+
+
 #: A running job still unplanned this long lost its plan message (crash between commit and publish).
 STALE_PLAN_SECONDS = 30.0
 MAX_LIST_LIMIT = 500
@@ -213,6 +231,7 @@ class IndexingService:
         #: Query embedders by (embedder name, dimension): one per model the searched repositories use.
         self._embedders: dict[tuple[str, int], Embedder] = {}
         self._embedder_lock = asyncio.Lock()
+        self._worker_note = WorkerNote(settings)
 
     @classmethod
     @asynccontextmanager
@@ -240,6 +259,9 @@ class IndexingService:
         job_name = (name or resolved.name).strip() or resolved.name
         if len(job_name) > 200:
             raise ValidationError("name must be at most 200 characters")
+        # Before admitting: with RabbitMQ down the job could not be handed to a worker, and pika's
+        # retries would hold the call for about a minute.
+        await self.require_broker()
         for _ in range(3):
             try:
                 async with self.engine.begin() as conn:
@@ -253,7 +275,15 @@ class IndexingService:
             raise InvalidStateError(f"could not admit a job for {resolved}; retry")
         if admission.status == "running" and not admission.existing:
             # After the commit, so the planner finds the job; a crash in between is healed by resume/upkeep.
-            await publish(plan_message(admission.job_id))
+            try:
+                await publish(plan_message(admission.job_id))
+            except BROKER_ERRORS as error:
+                # RabbitMQ went away since the probe: fail the job rather than leave it holding a
+                # running slot with no plan message, for as long as the broker stays down.
+                problem = f"{self._broker_location()} is unreachable ({type(error).__name__})"
+                async with self.engine.begin() as conn:
+                    await jobs.fail_job(conn, admission.job_id, f"could not hand the job to the workers: {problem}")
+                raise BrokerUnavailableError(broker_fix(problem)) from None
         return StartResult(
             job_id=str(admission.job_id),
             status=admission.status,
@@ -268,7 +298,41 @@ class IndexingService:
                 row = await jobs.get_job(conn, parsed)
             except jobs.JobNotFoundError as error:
                 raise NotFoundError(str(error)) from None
-        return JobStatus.from_row(row, datetime.now(UTC))
+        result = JobStatus.from_row(row, datetime.now(UTC))
+        # Still as admitted (models/jobs.py's message): no worker has picked the job up yet.
+        if result.status == "running" and row["progress_message"] == WAITING_FOR_WORKER:
+            note = await self._worker_note.get()
+            if note is not None:
+                result = result.model_copy(update={"progress_message": f"{result.progress_message}; {note}"})
+        return result
+
+    def _broker_location(self) -> str:
+        parts = urlsplit(self.settings.broker_url)
+        return f"RabbitMQ at {parts.hostname}:{parts.port or 5672}"
+
+    async def broker_problem(self) -> str | None:
+        """Why RabbitMQ's port does not answer within BROKER_PROBE_TIMEOUT_SECONDS, or None when it does."""
+        parts = urlsplit(self.settings.broker_url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), timeout=self.settings.broker_probe_timeout_seconds
+            )
+        except TimeoutError:
+            return f"{self._broker_location()} does not answer within {self.settings.broker_probe_timeout_seconds}s"
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else type(error).__name__
+            return f"{self._broker_location()} is unreachable ({reason.lower()})"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    async def require_broker(self) -> None:
+        """Raise :class:`BrokerUnavailableError` (naming the fix) at once when RabbitMQ's port is closed."""
+        problem = await self.broker_problem()
+        if problem is not None:
+            raise BrokerUnavailableError(broker_fix(problem))
 
     async def cancel(self, job_id: str) -> JobStatus:
         parsed = parse_job_id(job_id)
@@ -279,7 +343,9 @@ class IndexingService:
                 raise NotFoundError(str(error)) from None
             except jobs.JobStateError as error:
                 raise InvalidStateError(str(error)) from None
-        await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
+        # With RabbitMQ down the cancel still stands; upkeep starts the next pending job later.
+        if await self.broker_problem() is None:
+            await promote_and_plan(self.engine, self.settings.max_concurrent_jobs)
         return JobStatus.from_row(row, datetime.now(UTC))
 
     async def list_jobs(

@@ -115,6 +115,8 @@ def base_env(database_url: str, broker_url: str, fake_embedding_url: str) -> dic
             "CODEBASE_MCP_LOG_LEVEL": "INFO",
             # The session's own log file, not the machine's default one under the data directory.
             "CODEBASE_MCP_LOG_FILE": os.path.join(tempfile.mkdtemp(prefix="cbm-test-log-"), "codebase-mcp.log"),
+            # The suite starts its workers itself; tests of the server's own pool set "auto".
+            "CODEBASE_MCP_WORKERS": "never",
             "dramatiq_prom_db": prom_dir,
             "PYTHONUNBUFFERED": "1",
         }

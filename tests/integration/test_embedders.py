@@ -257,7 +257,15 @@ async def test_workers_with_two_models_of_one_dimension_do_not_mix_their_vectors
     groups = [
         stack._spawn(
             name,
-            [str(Path(sys.executable).parent / "dramatiq"), "actors", "--processes", "1", "--threads", "2", *args],
+            [
+                str(Path(sys.executable).parent / "dramatiq"),
+                "actors.worker",
+                "--processes",
+                "1",
+                "--threads",
+                "2",
+                *args,
+            ],
             {"CODEBASE_MCP_OLLAMA_MODEL": model, "dramatiq_prom_port": str(free_port())},
         )
         for name, model, args in (("planners", "fake-a", queues), ("embedders", "fake-b", ["-Q", "index.embed"]))
