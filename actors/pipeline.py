@@ -42,14 +42,12 @@ from actors.messages import (
     write_message,
 )
 from actors.resources import Resources
-from actors.scanning import language_of
+from actors.scanning import language_of, looks_binary
 from models import embedding_cache, jobs, ledger
 from models.logs import log_context
 from models.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-_BINARY_SNIFF_BYTES = 8192
 
 
 class NotIndexableError(Exception):
@@ -98,7 +96,7 @@ def read_and_chunk(root: Path, files: list[dict[str, Any]], settings: Settings) 
         if len(raw) > settings.max_file_bytes:
             skipped.append(NotIndexed(relative, "too large"))
             continue
-        if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
+        if looks_binary(raw):
             skipped.append(NotIndexed(relative, "binary"))
             continue
         content = raw.decode("utf-8", errors="replace")
