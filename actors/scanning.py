@@ -153,6 +153,8 @@ LANGUAGES = {
     ".gradle": "gradle",
 }
 _NAMED_LANGUAGES = {"Dockerfile": "dockerfile", "Makefile": "make", "CMakeLists.txt": "cmake"}
+#: Every name :func:`language_of` can return.
+ALL_LANGUAGES = frozenset(LANGUAGES.values()) | frozenset(_NAMED_LANGUAGES.values()) | {"text"}
 
 
 def language_of(path: str) -> str:

@@ -43,13 +43,14 @@ from bench.stack import (
     peak_rss_mib,
     sample_texts,
 )
+from models.lifecycle import TERMINAL_STATUSES
 from models.settings import Settings
 from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient, Stack
 
 SECTIONS = ("embedder", "pipeline", "orchestration", "latency", "resume", "search", "scaling")
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = TERMINAL_STATUSES
 
 
 def percentile(values: list[float], q: float) -> float:

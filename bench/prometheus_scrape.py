@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from models.lifecycle import TERMINAL_STATUSES
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import Stack, free_port
 
@@ -104,7 +105,7 @@ async def run_job(stack: Stack, repo: Path, prometheus: str) -> dict[str, Any]:
                 f"prometheus files/s: {rate}",
                 flush=True,
             )
-            if status["status"] in ("completed", "failed", "cancelled"):
+            if status["status"] in TERMINAL_STATUSES:
                 break
             await asyncio.sleep(2)
     return {"status": status, "rates": rates, "seconds": round(time.monotonic() - begin, 1)}

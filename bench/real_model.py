@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import ROOT, bench_environment, sample_texts, spawn_workers, stop_workers
+from models.lifecycle import TERMINAL_STATUSES
 from models.settings import Settings
 from tests.fixtures.generate_test_repo import generate_repo
 
@@ -48,7 +49,7 @@ async def run_job(repo: Path, settings: Settings) -> dict[str, Any]:
             if line != last:
                 print(f"  [{time.perf_counter() - begin:7.1f}s] {line}", flush=True)
                 last = line
-            if status.status in ("completed", "failed", "cancelled"):
+            if status.status in TERMINAL_STATUSES:
                 break
             await asyncio.sleep(5)
         seconds = time.perf_counter() - begin

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import ROOT, bench_environment, spawn_workers, stop_workers
+from models.lifecycle import TERMINAL_STATUSES
 from models.settings import Settings
 
 MODES = ("vector", "text", "hybrid")
@@ -221,7 +222,7 @@ async def index_and_search(repo: Path, queries: list[Query], settings: Settings,
         while True:
             status = await service.status(started.job_id)
             print(f"  [{time.perf_counter() - begin:6.0f}s] {status.progress_message}", flush=True)
-            if status.status in ("completed", "failed", "cancelled"):
+            if status.status in TERMINAL_STATUSES:
                 break
             await asyncio.sleep(15)
         assert status.status == "completed", status

@@ -100,7 +100,7 @@ async def admit_job(conn: AsyncConnection, *, repo_path: str, name: str) -> Admi
         ),
         {"id": uuid.uuid4(), "path": repo_path, "name": name},
     )
-    running = await _active_running_count(conn)
+    running = await _live_count(conn)
     free = await _running_limit(conn) > running
     job_id = uuid.uuid4()
     status = JobStatus.RUNNING if free else JobStatus.PENDING
@@ -126,7 +126,7 @@ async def admit_job(conn: AsyncConnection, *, repo_path: str, name: str) -> Admi
     return Admission(job_id, status.value, existing=False)
 
 
-async def _active_running_count(conn: AsyncConnection) -> int:
+async def _live_count(conn: AsyncConnection) -> int:
     return int(
         await conn.scalar(
             text("SELECT count(*) FROM indexing_jobs WHERE status = ANY(:live)"), {"live": list(LIVE_STATUSES)}
@@ -151,7 +151,7 @@ def bind_limits(conn: AsyncConnection, *, max_concurrent_jobs: int) -> AsyncConn
 async def promote_pending(conn: AsyncConnection) -> list[uuid.UUID]:
     """Start the oldest pending jobs while running slots are free; returns the ids started."""
     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMISSION_LOCK_KEY})
-    free = await _running_limit(conn) - await _active_running_count(conn)
+    free = await _running_limit(conn) - await _live_count(conn)
     if free <= 0:
         return []
     rows = await conn.execute(

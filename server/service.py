@@ -35,7 +35,7 @@ from actors.embedders import (
 )
 from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
-from actors.scanning import LANGUAGES
+from actors.scanning import ALL_LANGUAGES, LANGUAGES
 from models import jobs, repositories
 from models.database import create_engine, resolve_database_url
 from models.lifecycle import JOB_STATUSES
@@ -65,7 +65,7 @@ EMPTY_INDEX_MESSAGE = (
     "(CLI: codebase-mcp index PATH), follow it with get_indexing_status, then search again"
 )
 #: Language names the scanner assigns, and what people also call them ("py", "ts", "golang").
-KNOWN_LANGUAGES = frozenset(LANGUAGES.values()) | {"dockerfile", "make", "cmake", "text"}
+KNOWN_LANGUAGES = ALL_LANGUAGES
 LANGUAGE_ALIASES = {ext.removeprefix("."): name for ext, name in LANGUAGES.items()} | {
     "golang": "go",
     "js": "javascript",

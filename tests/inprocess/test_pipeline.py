@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from actors import metrics
 from actors.dispatch import job_ended
-from actors.messages import EMBED_QUEUE, BatchPayload, embed_message, plan_message
+from actors.messages import COORDINATE_QUEUE, EMBED_QUEUE, BatchPayload, embed_message, plan_message
 from models import jobs
 from models.lifecycle import TERMINAL_STATUSES
 from server.errors import InvalidStateError
@@ -48,11 +48,15 @@ def finished_count(status: str) -> float:
     return metrics.REGISTRY.get_sample_value("codebase_mcp_jobs_finished_total", {"status": status}) or 0.0
 
 
-async def test_a_job_runs_through_every_actor(service: IndexingService, repos_root: Path) -> None:
+async def test_a_job_runs_through_every_actor(
+    service: IndexingService, repos_root: Path, stub_broker: StubBroker
+) -> None:
     repo = make_repo(repos_root, "seven", 7)
     completed_before = finished_count("completed")
     started = await service.start_indexing(str(repo))
     final = await wait_terminal(service, started.job_id)
+    # The job is counted after the commit that completed it: wait for the recording actor to return.
+    await asyncio.to_thread(stub_broker.join, COORDINATE_QUEUE)
     assert final.status == "completed", final.progress_message
     assert final.files_total == final.files_indexed == 7
     assert final.batches_total == final.batches_done == 3  # batch_size 3: 3 + 3 + 1
@@ -106,7 +110,7 @@ async def test_a_vanished_repository_fails_and_is_counted_once(
     final = await wait_terminal(service, str(admission.job_id))
     assert final.status == "failed"
     assert final.error_message == f"repository path {repo} no longer exists"
-    stub_broker.join("index.plan")
+    await asyncio.to_thread(stub_broker.join, "index.plan")
     assert finished_count("failed") == failed_before + 1
 
 
@@ -136,7 +140,7 @@ async def test_a_payload_of_an_unknown_version_is_dropped_and_logged(
     message.args[3]["version"] = 99  # what a newer worker would send
     with caplog.at_level(logging.WARNING, logger="actors.pipeline"):
         stub_broker.enqueue(message)
-        stub_broker.join(EMBED_QUEUE)
+        await asyncio.to_thread(stub_broker.join, EMBED_QUEUE)
         await asyncio.sleep(0)
     assert any("payload version 99" in record.getMessage() for record in caplog.records)
 

@@ -26,6 +26,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.lifecycle import TERMINAL_STATUSES
 from tests.fixtures.fake_embedding_server import set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import BIN, REPO_ROOT, Stack, ToolCallError, free_port, wait_for
@@ -138,7 +139,7 @@ async def test_metrics_during_a_real_job(metrics_stack: Stack, db: asyncpg.Pool,
                 nonlocal status_calls, final
                 final = await client.call("get_indexing_status", job_id=job_id)
                 status_calls += 1
-                return final["status"] in ("completed", "failed", "cancelled")
+                return final["status"] in TERMINAL_STATUSES
 
             await wait_for(finished, timeout=300, interval=0.5, what="the job to finish")
             assert final["status"] == "completed", final
