@@ -157,6 +157,7 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         path_prefix: str | None = None,
         limit: int = 10,
         mode: str = "hybrid",
+        scope: str = "code",
     ) -> SearchResult:
         """Search indexed code by meaning and by words; best chunks first.
 
@@ -165,9 +166,12 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         list_repositories). language: e.g. python, typescript, go. path_prefix: relative to the
         repository root, e.g. "src/api/". limit: 1..100. mode: hybrid (default: semantic and
         full-text results fused by reciprocal rank), vector (semantic only) or text (words only).
-        Each hit has the file path, line range, symbol, snippet, score and its rank in each method.
+        scope: code (default: implementation; tests or docs too when the query asks for them),
+        tests (tests and fixtures), docs (documentation and examples) or all.
+        Each hit has the file path, line range, symbol, snippet, score, its rank in each method and
+        its file's role (code, test, fixture, example, docs).
         """
-        return await _call(svc(ctx).search(query, repository, language, path_prefix, limit, mode))
+        return await _call(svc(ctx).search(query, repository, language, path_prefix, limit, mode, scope))
 
     @mcp.tool()
     async def list_repositories(ctx: Context[Any, Any]) -> RepositoryList:
