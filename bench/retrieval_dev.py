@@ -231,7 +231,7 @@ def ripgrep_search(rg: str, root: Path, query: str, limit: int) -> list[Located]
 
 def score(questions: list[Question], answers: list[list[Located]], work: Path, name: str) -> dict[str, Any]:
     """The set's own scorer on one variant's answers; returns its ``metrics`` object."""
-    results = work / f"results-{name}.jsonl"
+    results = work / f"results-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.jsonl"
     with results.open("w", encoding="utf-8") as out:
         for question, located in zip(questions, answers, strict=True):
             hits = [{"path": h.path, "start_line": h.start_line, "end_line": h.end_line} for h in located]
@@ -334,10 +334,133 @@ def ranking_variants() -> list[tuple[str, SearchMode, dict[str, Any]]]:
         ("vector/before", "vector", before),
         ("text/before", "text", before),
         ("hybrid/before", "hybrid", before),
+        ("hybrid/scope=all", "hybrid", {"scope": "all"}),
+        ("hybrid/no-collapse", "hybrid", {"collapse": False}),
         ("vector", "vector", {}),
         ("text", "text", {}),
         ("hybrid", "hybrid", {}),
     ]
+
+
+# --- the tuning grid: text settings x fusion settings, fused in Python ------------------------------
+
+
+def load_targets(path: Path) -> dict[tuple[str, str], list[tuple[str, int, int]]]:
+    targets: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            targets[(record["repo"], record["query"])] = [
+                (t["path"], t["start_line"], t["end_line"]) for t in record["targets"]
+            ]
+    return targets
+
+
+def span_rank(located: Sequence[Located], targets: list[tuple[str, int, int]]) -> int | None:
+    for rank, hit in enumerate(located[:TOP_K], 1):
+        if any(hit.path == p and hit.start_line <= e and hit.end_line >= s for p, s, e in targets):
+            return rank
+    return None
+
+
+def quick_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
+    count = max(1, len(ranks))
+    return {
+        "r1": round(sum(1 for r in ranks if r == 1) / count, 3),
+        "r10": round(sum(1 for r in ranks if r is not None) / count, 3),
+        "mrr": round(sum(1 / r for r in ranks if r is not None) / count, 3),
+    }
+
+
+def fuse_located(vector: Sequence[Located], text: Sequence[Located], *, k: float, text_weight: float) -> list[Located]:
+    """Reciprocal rank fusion as ``server.search`` does it, then the same overlap collapsing."""
+    scores: dict[Located, float] = {}
+    for weight, hits in ((1.0, vector), (text_weight, text)):
+        for rank, hit in enumerate(hits, 1):
+            scores[hit] = scores.get(hit, 0.0) + weight / (k + rank)
+    ordered = sorted(scores, key=lambda hit: -scores[hit])
+    groups: list[list[Located]] = []
+    for hit in ordered:
+        touching = [
+            g
+            for g in groups
+            if g[0].path == hit.path
+            and hit.start_line <= max(m.end_line for m in g)
+            and hit.end_line >= min(m.start_line for m in g)
+        ]
+        if not touching:
+            groups.append([hit])
+            continue
+        touching[0].append(hit)
+        for other in touching[1:]:
+            touching[0].extend(other)
+            groups.remove(other)
+    return [Located(g[0].path, min(m.start_line for m in g), max(m.end_line for m in g)) for g in groups[: TOP_K * 2]]
+
+
+#: Text settings tried (``Ranking`` fields); each is fused with every (k, text weight) below.
+TEXT_GRID: tuple[dict[str, Any], ...] = tuple(
+    {
+        "identifier_bonus": bonus,
+        "label_weights": (0.1, 0.2, body, 1.0),
+        "normalization": norm,
+        "common_cutoff": cutoff,
+        "rare_bonus": rare,
+    }
+    for bonus in (0.0, 2.0)
+    for body in (0.4, 0.2)
+    for norm in (1, 2)
+    for cutoff in (1.0, 0.1, 0.03)
+    for rare in (0.0, 1.0)
+)
+FUSION_GRID = tuple((k, w) for k in (5, 10, 20, 60) for w in (0.5, 0.75, 1.0, 1.5, 2.0))
+
+
+async def tuning_grid(
+    service: Any, roots: dict[str, Path], vectors: dict[str, list[float]], questions: list[Question], queries: Path
+) -> list[dict[str, Any]]:
+    """Span recall and MRR of every text setting x fusion setting, on all questions and on two halves."""
+    from server.search import Filters, Ranking, run_search
+
+    targets = load_targets(queries)
+    ids: dict[str, list[Any]] = {}
+    for repo, root in roots.items():
+        async with service.engine.connect() as conn:
+            ids[repo] = [row.id for row in await service._find_repositories(conn, str(root))]
+
+    async def ranked(question: Question, mode: SearchMode, ranking: Any) -> list[Located]:
+        filters = Filters(repository_ids=ids[question.repo], roles=roles_for("code", question.text))
+        async with service.engine.begin() as conn:
+            hits = await run_search(
+                conn,
+                query=question.text,
+                vector=vectors[question.text] if mode == "vector" else None,
+                filters=filters,
+                limit=50,
+                mode=mode,
+                ranking=ranking,
+            )
+        return [Located(h.file_path, h.start_line, h.end_line) for h in hits]
+
+    plain = Ranking(collapse=False)
+    vector_lists = [await ranked(q, "vector", plain) for q in questions]
+    grid: list[dict[str, Any]] = []
+    for setting in TEXT_GRID:
+        ranking = Ranking(collapse=False, **setting)
+        text_lists = [await ranked(q, "text", ranking) for q in questions]
+        text_ranks = [span_rank(t, targets[(q.repo, q.text)]) for q, t in zip(questions, text_lists, strict=True)]
+        for k, weight in FUSION_GRID:
+            ranks = [
+                span_rank(fuse_located(v, t, k=k, text_weight=weight), targets[(q.repo, q.text)])
+                for q, v, t in zip(questions, vector_lists, text_lists, strict=True)
+            ]
+            row: dict[str, Any] = {**setting, "k": k, "text_weight": weight, **quick_metrics(ranks)}
+            row["text_only"] = quick_metrics(text_ranks)
+            row["mrr_even"] = quick_metrics(ranks[0::2])["mrr"]
+            row["mrr_odd"] = quick_metrics(ranks[1::2])["mrr"]
+            grid.append(row)
+    grid.sort(key=lambda row: (-row["mrr"], -row["r1"], -row["r10"]))
+    return grid
 
 
 # --- what the demotion of tests and docs costs the questions that want them ---------------------------
@@ -498,6 +621,8 @@ async def run(args: argparse.Namespace, roots: dict[str, Path], settings: Settin
                 flush=True,
             )
         indexed = await index_all(service, roots)
+        if args.cache is not None:  # now, so that a failure below does not cost the next run its vectors
+            await save_cache(str(settings.database_url), args.cache)
         stats = await chunk_stats(service)
         embedder = await service.embedder()
         vectors: dict[str, list[float]] = {}
@@ -531,8 +656,11 @@ async def run(args: argparse.Namespace, roots: dict[str, Path], settings: Settin
                     answer = await answer
                 variant.latencies.append(time.perf_counter() - begin)
                 answers.append(answer)
-            metrics[variant.name] = score(questions, answers, work, variant.name.split()[0])
+            metrics[variant.name] = score(questions, answers, work, variant.name)
             latency[variant.name] = round(statistics.median(variant.latencies) * 1000, 1)
+        grid = await tuning_grid(service, roots, vectors, questions, args.queries) if args.tune else []
+        for row in grid[:12]:
+            print(f"  tuning: {row}", flush=True)
         roles = await role_report(service, roots) if args.roles else {}
         if args.cache is not None:
             await save_cache(str(settings.database_url), args.cache)
@@ -541,7 +669,14 @@ async def run(args: argparse.Namespace, roots: dict[str, Path], settings: Settin
         print(table(metrics, group), flush=True)
         print(flush=True)
     print("search p50 ms (ranking only, query embedded beforehand):", latency, flush=True)
-    return {"index": indexed, "chunk_stats": stats, "metrics": metrics, "latency_ms_p50": latency, "roles": roles}
+    return {
+        "index": indexed,
+        "chunk_stats": stats,
+        "metrics": metrics,
+        "latency_ms_p50": latency,
+        "roles": roles,
+        "tuning_grid": grid,
+    }
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -555,6 +690,7 @@ def main() -> int:
     parser.add_argument("--variants", default="all", help="comma-separated variant names (baselines always run)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding-cache dump kept across runs")
     parser.add_argument("--no-cache", dest="cache", action="store_const", const=None)
+    parser.add_argument("--tune", action="store_true", help="also score a grid of text and fusion settings")
     parser.add_argument("--no-roles", dest="roles", action="store_false", help="skip the test/docs questions")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)

@@ -119,6 +119,11 @@ class Ranking:
     normalization: int = 1
     #: Added, times the identifier query's ``ts_rank``, to a chunk holding a query identifier whole.
     identifier_bonus: float = 0.0
+    #: Query terms in more than this share of chunks do not select candidates (see :func:`weigh_terms`).
+    common_cutoff: float = 1.0
+    #: Terms in fewer than this share of chunks are "rare"; a chunk matching them gains ``rare_bonus`` x ts_rank.
+    rare_cutoff: float = 0.01
+    rare_bonus: float = 0.0
     #: Merge hits of one file whose line ranges overlap into one hit.
     collapse: bool = True
 
@@ -160,11 +165,15 @@ _VECTOR_CANDIDATES = (
 
 # --- text candidates: words OR-ed, plus whole identifiers, scored by ts_rank -----------------------
 _TEXT_CANDIDATES = (
-    "text_query AS (SELECT to_tsquery('english', :tsquery) AS q, to_tsquery('english', :identifiers) AS qi),"
+    "text_query AS (SELECT to_tsquery('english', :tsquery) AS q, to_tsquery('english', :identifiers) AS qi,"
+    " to_tsquery('english', :rare) AS qr),"
     " text_hits AS MATERIALIZED ("
     " SELECT c.id, ts_rank(CAST(:label_weights AS float4[]), c.search_vector, t.q, :normalization)"
     " + CASE WHEN CAST(:identifier_bonus AS float4) > 0 AND c.search_vector @@ t.qi"
     " THEN :identifier_bonus * ts_rank(CAST(:label_weights AS float4[]), c.search_vector, t.qi, :normalization)"
+    " ELSE 0 END"
+    " + CASE WHEN CAST(:rare_bonus AS float4) > 0 AND c.search_vector @@ t.qr"
+    " THEN :rare_bonus * ts_rank(CAST(:label_weights AS float4[]), c.search_vector, t.qr, :normalization)"
     " ELSE 0 END AS relevance"
     " FROM text_query t, chunks c JOIN files f ON f.id = c.file_id"
     f" WHERE c.search_vector @@ t.q AND {_FILTERS}"
@@ -193,6 +202,41 @@ _FUSE = (
     " JOIN files f ON f.id = c.file_id JOIN repositories r ON r.id = c.repository_id"
     " ORDER BY score DESC, LEAST(v.rank, t.rank), c.id LIMIT :fetch"
 )
+
+
+#: Share of chunks holding each query term's lexemes, from PostgreSQL's own statistics of the
+#: column (``pg_stats.most_common_elems``, kept by ANALYZE/autovacuum): a term missing from the list
+#: is rarer than every listed one. No statistics yet (a new index) means every term counts as rare.
+_TERM_FREQUENCIES = (
+    "SELECT q.term, max(s.freq) AS freq, count(l.lexeme) AS lexemes"
+    " FROM unnest(CAST(:terms AS text[])) AS q(term)"
+    " LEFT JOIN LATERAL unnest(to_tsvector('english', q.term)) AS l ON true"
+    " LEFT JOIN (SELECT m.elem, m.freq FROM pg_stats p,"
+    " unnest(CAST(CAST(p.most_common_elems AS text) AS text[]), p.most_common_elem_freqs) AS m(elem, freq)"
+    " WHERE p.tablename = 'chunks' AND p.attname = 'search_vector') s ON s.elem = l.lexeme"
+    " GROUP BY q.term"
+)
+
+
+async def weigh_terms(conn: AsyncConnection, terms: Sequence[str], ranking: Ranking) -> tuple[list[str], list[str]]:
+    """(``terms`` that select candidates, the rare ones among them) by how common each is in the index.
+
+    A BM25-like correction where ``ts_rank`` has none: ``ts_rank`` counts "get" in a question as much
+    as "redirect", though nearly every chunk holds "get". Terms in more than ``common_cutoff`` of
+    the chunks only add noise to an OR query and are dropped (unless nothing else is left); terms
+    below ``rare_cutoff`` (or too rare to be listed) earn ``rare_bonus``.
+    """
+    if not terms or (ranking.common_cutoff >= 1.0 and ranking.rare_bonus <= 0):
+        return list(terms), []
+    rows = await conn.execute(text(_TERM_FREQUENCIES), {"terms": list(terms)})
+    frequency = {row.term: (row.freq, row.lexemes) for row in rows}
+    kept = [t for t in terms if (frequency.get(t, (None, 1))[0] or 0.0) <= ranking.common_cutoff]
+    rare = [
+        t
+        for t in kept
+        if frequency.get(t, (None, 0))[1] and (frequency.get(t, (None, 0))[0] or 0.0) < ranking.rare_cutoff
+    ]
+    return (kept or list(terms)), rare
 
 
 def _statement(mode: SearchMode, has_terms: bool) -> str:
@@ -239,9 +283,14 @@ async def run_search(
         ),
         {"ef": str(max(40, depth))},
     )
+    rare: list[str] = []
+    if mode != "vector":
+        terms, rare = await weigh_terms(conn, terms, ranking)
     params: dict[str, object] = {
         "vector": vector,
         "tsquery": tsquery_source(terms),
+        "rare": tsquery_source(rare),
+        "rare_bonus": ranking.rare_bonus,
         "identifiers": tsquery_source(query_identifiers(query)),
         "repository_ids": filters.repository_ids,
         "language": filters.language,
@@ -289,15 +338,23 @@ def collapse_overlapping(hits: Sequence[Hit]) -> list[Hit]:
     """
     groups: list[list[Hit]] = []
     for hit in hits:
-        for group in groups:
-            if group[0].repository_path == hit.repository_path and group[0].file_path == hit.file_path:
-                low = min(member.start_line for member in group)
-                high = max(member.end_line for member in group)
-                if hit.start_line <= high and hit.end_line >= low:
-                    group.append(hit)
-                    break
-        else:
+        touching = [
+            group
+            for group in groups
+            if group[0].repository_path == hit.repository_path
+            and group[0].file_path == hit.file_path
+            and hit.start_line <= max(member.end_line for member in group)
+            and hit.end_line >= min(member.start_line for member in group)
+        ]
+        if not touching:
             groups.append([hit])
+            continue
+        # A window between two earlier hits joins them both: the first (best) group takes the rest.
+        first = touching[0]
+        first.append(hit)
+        for other in touching[1:]:
+            first.extend(other)
+            groups.remove(other)
     return [_merge(group) for group in groups]
 
 
