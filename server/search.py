@@ -118,7 +118,7 @@ class Ranking:
     #: ``ts_rank`` normalisation flags: 1 divides by 1 + log(length), so long chunks do not win by size.
     normalization: int = 1
     #: Added, times the identifier query's ``ts_rank``, to a chunk holding a query identifier whole.
-    identifier_bonus: float = 0.0
+    identifier_bonus: float = 2.0
     #: Query terms in more than this share of chunks do not select candidates (see :func:`weigh_terms`).
     common_cutoff: float = 1.0
     #: Terms in fewer than this share of chunks are "rare"; a chunk matching them gains ``rare_bonus`` x ts_rank.
