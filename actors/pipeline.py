@@ -45,6 +45,7 @@ from actors.resources import Resources
 from actors.scanning import RootRejectedError, checked_root, language_of, looks_binary
 from models import embedding_cache, jobs, ledger
 from models.logs import log_context
+from models.roles import file_role
 from models.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -318,13 +319,13 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
         raise ValueError("write payload has no vectors")
     rows = await conn.execute(
         text(
-            "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count, job_id, "
+            "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count, role, job_id, "
             "indexed_at) SELECT :repository_id, * , :job_id, now() FROM unnest("
             "CAST(:paths AS text[]), CAST(:hashes AS text[]), CAST(:languages AS text[]), "
-            "CAST(:sizes AS bigint[]), CAST(:lines AS integer[])) "
+            "CAST(:sizes AS bigint[]), CAST(:lines AS integer[]), CAST(:roles AS text[])) "
             "ON CONFLICT (repository_id, path) DO UPDATE SET content_hash = EXCLUDED.content_hash, "
             "language = EXCLUDED.language, size_bytes = EXCLUDED.size_bytes, line_count = EXCLUDED.line_count, "
-            "job_id = EXCLUDED.job_id, indexed_at = now() RETURNING id, path"
+            "role = EXCLUDED.role, job_id = EXCLUDED.job_id, indexed_at = now() RETURNING id, path"
         ),
         {
             "repository_id": repository_id,
@@ -334,6 +335,7 @@ async def store_batch(conn: AsyncConnection, repository_id: uuid.UUID, job: uuid
             "languages": [item.language for item in files],
             "sizes": [item.size for item in files],
             "lines": [item.lines for item in files],
+            "roles": [file_role(item.path) for item in files],
         },
     )
     file_ids = {row.path: row.id for row in rows}

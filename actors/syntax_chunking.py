@@ -494,12 +494,16 @@ class _Planner:
     def definition(self, unit: _Unit, path: tuple[tuple[str, str], ...]) -> list[_Piece]:
         prefix = path[-1][1] + "." if path else ""
         names = [prefix + name for name in unit.names]
-        if self.fits(unit.start, unit.end):
-            return [_Piece(unit.start, unit.end, unit.titles, names, mergeable=True, scope=path)]
         node = unit.node
+        members: list[_Unit] = []
+        if node is not None and node.type in self.grammar.containers:
+            members = _units(node, self.grammar, unit.start, unit.end)
+        # A class of one method stays whole; with more, each member is its own span (the smallest
+        # definition that answers a question), the class named in every member's header.
+        if self.fits(unit.start, unit.end) and len(members) < 2:
+            return [_Piece(unit.start, unit.end, unit.titles, names, mergeable=True, scope=path)]
         if node is not None and node.type in self.grammar.containers:
             inner = (*path, (unit.titles[0], names[0]))
-            members = _units(node, self.grammar, unit.start, unit.end)
             if members:
                 pieces = self.plan(members, unit.start, unit.end, inner)
                 for piece in pieces:
@@ -552,6 +556,8 @@ class _Planner:
                 or (loose_tail and piece.mergeable and not previous.fits)
             )
         if previous.mergeable and piece.mergeable:
+            if previous.titles and piece.titles:
+                return False  # two definitions stay apart: a hit must not span unrelated functions
             return (piece_small and group_small) or loose_tail or loose_head
         # Pieces of an opened container are final, but short loose code around it (`module X`, `end`) joins them.
         return (loose_head and previous.mergeable) or (loose_tail and piece.mergeable)

@@ -64,6 +64,8 @@ files = Table(
     Column("line_count", Integer, nullable=False),
     Column("job_id", UUID(as_uuid=True), nullable=True),
     _now_column("indexed_at"),
+    #: code, test, fixture, example or docs, from the path (models/roles.py; migration 0005).
+    Column("role", Text, nullable=False, server_default="code"),
     UniqueConstraint("repository_id", "path"),
 )
 

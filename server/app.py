@@ -144,6 +144,13 @@ SearchModeArgument = Annotated[
         "text: words only",
     ),
 ]
+SearchScope = Annotated[
+    Literal["code", "tests", "docs", "all"],
+    Field(
+        description="code (default): the implementation first, tests or docs too when the query asks for them; "
+        "tests: tests and fixtures; docs: documentation and examples; all: every file",
+    ),
+]
 RepositoryReference = Annotated[
     str,
     Field(
@@ -283,13 +290,15 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         path_prefix: PathPrefix = None,
         limit: SearchLimit = 10,
         mode: SearchModeArgument = "hybrid",
+        scope: SearchScope = "code",
     ) -> SearchResult:
         """Search indexed code by meaning and by words; best chunks first.
 
-        Each hit has the file path, line range, symbol, snippet, score and its rank in each method.
-        Repositories indexed with different embedders are searched with each one's own model.
+        Each hit has the file path, line range, symbol, snippet, score, its rank in each method and
+        its file's role (code, test, fixture, example, docs). Repositories indexed with different
+        embedders are searched with each one's own model.
         """
-        return await _call(svc(ctx).search(query, repository, language, path_prefix, limit, mode))
+        return await _call(svc(ctx).search(query, repository, language, path_prefix, limit, mode, scope))
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def list_repositories(ctx: Context[Any, Any]) -> RepositoryList:

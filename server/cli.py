@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--path-prefix", default=None, help="relative to the repository root, e.g. src/api/")
     search.add_argument("--limit", type=int, default=10)
     search.add_argument("--mode", choices=["hybrid", "vector", "text"], default="hybrid")
+    search.add_argument(
+        "--scope", choices=["code", "tests", "docs", "all"], default="code", help="file roles searched (default code)"
+    )
     search.add_argument("--json", action="store_true")
 
     doctor = commands.add_parser("doctor", help="check settings, database, RabbitMQ and embedder; say what to fix")
@@ -472,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
 
         async def do_search(service: Any) -> int:
             result = await service.search(
-                args.query, args.repository, args.language, args.path_prefix, args.limit, args.mode
+                args.query, args.repository, args.language, args.path_prefix, args.limit, args.mode, args.scope
             )
             _emit(result, args.json, _render_search)
             return 0

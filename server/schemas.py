@@ -62,9 +62,10 @@ class JobStatus(BaseModel):
         eta = None
         processed = row["files_indexed"] + row["files_failed"]
         if elapsed and elapsed > 0 and processed:
-            rate = round(processed / elapsed, 2)
+            exact = processed / elapsed  # unrounded: a slow job's rate rounds to 0.0
+            rate = round(exact, 2)
             if row["status"] == "running" and row["files_total"]:
-                eta = round(max(row["files_total"] - processed, 0) / rate, 1)
+                eta = round(max(row["files_total"] - processed, 0) / exact, 1)
         return cls(
             job_id=str(row["id"]),
             name=row["name"],
@@ -113,6 +114,9 @@ class SearchHit(BaseModel):
     )
     vector_rank: int | None = Field(description="Rank among the semantic (embedding) candidates; null if not one")
     text_rank: int | None = Field(description="Rank among the full-text candidates; null if not one")
+    role: str = Field(
+        default="code", description="What the file is for, from its path: code, test, fixture, example or docs"
+    )
 
 
 class SearchResult(BaseModel):

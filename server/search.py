@@ -8,6 +8,12 @@ The text query is built from the user's words and the parts of any identifiers a
 (``getUserName`` → ``getUserName | get | user | name``), OR-combined: ``plainto_tsquery`` ANDs every
 word, which finds nothing for most natural-language questions. ``ts_rank`` then prefers chunks that
 match more of the words, and matches in the chunk header (path, symbol) weigh more than in its body.
+Identifiers in the query (``REQUESTS_CA_BUNDLE``, ```copyPipedHeaders```) also make a second query that
+matches them whole (a snake_case name as a phrase of its parts): a chunk that holds the exact name
+gains :attr:`Ranking.identifier_bonus` on top of its word score.
+
+Hits keep to the roles of ``Filters.roles`` (implementation, tests, docs; :mod:`models.roles`), and
+hits of one file whose line ranges overlap (windows of one long function) are collapsed into one.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ RRF_K = 10
 #: ``MIN_CANDIDATES``): a chunk ranked 30th by one method and 3rd by the other must be seen by both.
 CANDIDATE_FACTOR = 5
 MIN_CANDIDATES = 50
+#: Rows fetched per result wanted when overlapping hits are collapsed (some merge into others).
+COLLAPSE_FACTOR = 3
 #: Fusion weights of the two retrievers: equal weights were best on bench/retrieval.py (0.5..1.5 tried).
 VECTOR_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
@@ -42,7 +50,11 @@ TEXT_WEIGHT = 1.0
 #: thousand-way OR.
 MAX_TERMS = 48
 
-_WORD = re.compile(r"[A-Za-z0-9_]+")
+#: Words in any script: Cyrillic or CJK query words must reach full-text search too (``\\w`` is Unicode).
+_WORD = re.compile(r"\w+")
+#: An identifier a developer typed on purpose: snake_case, camelCase, or in backticks.
+_IDENTIFIER = re.compile(r"^(?:\w*_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z][A-Z0-9]+[a-z]\w*)$")
+_BACKTICKED = re.compile(r"`([^`\s]+)`")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
@@ -73,6 +85,19 @@ def tsquery_source(terms: Sequence[str]) -> str:
     return " | ".join(terms)
 
 
+def query_identifiers(query: str) -> list[str]:
+    """Identifiers in ``query``: backticked terms and words shaped like code names, each once.
+
+    Only word characters survive (a backticked ``a.b`` gives ``a`` and ``b``), so each is a safe
+    ``to_tsquery`` operand; PostgreSQL turns ``a_b`` into the phrase ``a <-> b``.
+    """
+    found: list[str] = []
+    for quoted in _BACKTICKED.findall(query):
+        found.extend(word.strip("_") for word in _WORD.findall(quoted))
+    found.extend(word.strip("_") for word in _WORD.findall(query) if _IDENTIFIER.match(word))
+    return list(dict.fromkeys(word for word in found if word))[:MAX_TERMS]
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Search scope; ``None`` means unrestricted. ``repository_ids`` may hold several same-named repositories."""
@@ -80,6 +105,29 @@ class Filters:
     repository_ids: list[uuid.UUID] | None = None
     language: str | None = None
     path_prefix: str | None = None
+    roles: tuple[str, ...] | None = None  # file roles (models.roles); None: every role
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """How candidates are scored and fused; the defaults are what bench/retrieval_dev.py measured best."""
+
+    rrf_k: float = RRF_K
+    vector_weight: float = VECTOR_WEIGHT
+    text_weight: float = TEXT_WEIGHT
+    #: ``ts_rank`` weights of the D, C, B, A labels (A: header; B: text; see migration 0003).
+    label_weights: tuple[float, float, float, float] = (0.1, 0.2, 0.4, 1.0)
+    #: ``ts_rank`` normalisation flags: 1 divides by 1 + log(length), so long chunks do not win by size.
+    normalization: int = 1
+    #: Added, times the identifier query's ``ts_rank``, to a chunk holding a query identifier whole.
+    identifier_bonus: float = 2.0
+    #: Query terms in more than this share of chunks do not select candidates (see :func:`weigh_terms`).
+    common_cutoff: float = 1.0
+    #: Terms in fewer than this share of chunks are "rare"; a chunk matching them gains ``rare_bonus`` x ts_rank.
+    rare_cutoff: float = 0.01
+    rare_bonus: float = 0.0
+    #: Merge hits of one file whose line ranges overlap into one hit.
+    collapse: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +144,7 @@ class Hit:
     score: float
     vector_rank: int | None
     text_rank: int | None
+    role: str = "code"
 
 
 # One filter clause shared by both retrievers. ``f`` is the chunk's file (only joined for the prefix).
@@ -103,6 +152,7 @@ _FILTERS = (
     " (CAST(:repository_ids AS uuid[]) IS NULL OR c.repository_id = ANY(:repository_ids))"
     " AND (CAST(:language AS text) IS NULL OR c.language = :language)"
     " AND (CAST(:prefix AS text) IS NULL OR starts_with(f.path, :prefix))"
+    " AND (CAST(:roles AS text[]) IS NULL OR f.role = ANY(:roles))"
 )
 
 # --- vector candidates ------------------------------------------------------------------------------
@@ -159,10 +209,18 @@ def _vector_candidates(groups: Sequence[VectorQuery]) -> tuple[str, dict[str, ob
 
 # --- text candidates and fusion ----------------------------------------------------------------------
 
+# --- text candidates: words OR-ed, plus whole identifiers, scored by ts_rank -----------------------
 _TEXT_CANDIDATES = (
-    "text_query AS (SELECT to_tsquery('english', :tsquery) AS q),"
+    "text_query AS (SELECT to_tsquery('english', :tsquery) AS q, to_tsquery('english', :identifiers) AS qi,"
+    " to_tsquery('english', :rare) AS qr),"
     " text_hits AS MATERIALIZED ("
-    " SELECT c.id, ts_rank(c.search_vector, t.q, 1) AS relevance"
+    " SELECT c.id, ts_rank(CAST(:label_weights AS float4[]), c.search_vector, t.q, :normalization)"
+    " + CASE WHEN CAST(:identifier_bonus AS float4) > 0 AND c.search_vector @@ t.qi"
+    " THEN :identifier_bonus * ts_rank(CAST(:label_weights AS float4[]), c.search_vector, t.qi, :normalization)"
+    " ELSE 0 END"
+    " + CASE WHEN CAST(:rare_bonus AS float4) > 0 AND c.search_vector @@ t.qr"
+    " THEN :rare_bonus * ts_rank(CAST(:label_weights AS float4[]), c.search_vector, t.qr, :normalization)"
+    " ELSE 0 END AS relevance"
     " FROM text_query t, chunks c JOIN files f ON f.id = c.file_id"
     f" WHERE c.search_vector @@ t.q AND {_FILTERS}"
     " ORDER BY relevance DESC, c.id LIMIT :depth),"
@@ -183,12 +241,47 @@ _SCORES: dict[SearchMode, str] = {
 _FUSE = (
     " SELECT c.id AS chunk_id, r.name AS repository, r.path AS repository_path, f.path AS file_path,"
     " c.start_line, c.end_line, c.language, c.symbol, c.content, v.rank AS vector_rank, t.rank AS text_rank,"
-    " {score} AS score"
+    " f.role, {score} AS score"
     " FROM vector_ranked v FULL OUTER JOIN text_ranked t ON t.id = v.id"
     " JOIN chunks c ON c.id = COALESCE(v.id, t.id)"
     " JOIN files f ON f.id = c.file_id JOIN repositories r ON r.id = c.repository_id"
-    " ORDER BY score DESC, LEAST(v.rank, t.rank), c.id LIMIT :limit"
+    " ORDER BY score DESC, LEAST(v.rank, t.rank), c.id LIMIT :fetch"
 )
+
+
+#: Share of chunks holding each query term's lexemes, from PostgreSQL's own statistics of the
+#: column (``pg_stats.most_common_elems``, kept by ANALYZE/autovacuum): a term missing from the list
+#: is rarer than every listed one. No statistics yet (a new index) means every term counts as rare.
+_TERM_FREQUENCIES = (
+    "SELECT q.term, max(s.freq) AS freq, count(l.lexeme) AS lexemes"
+    " FROM unnest(CAST(:terms AS text[])) AS q(term)"
+    " LEFT JOIN LATERAL unnest(to_tsvector('english', q.term)) AS l ON true"
+    " LEFT JOIN (SELECT m.elem, m.freq FROM pg_stats p,"
+    " unnest(CAST(CAST(p.most_common_elems AS text) AS text[]), p.most_common_elem_freqs) AS m(elem, freq)"
+    " WHERE p.tablename = 'chunks' AND p.attname = 'search_vector') s ON s.elem = l.lexeme"
+    " GROUP BY q.term"
+)
+
+
+async def weigh_terms(conn: AsyncConnection, terms: Sequence[str], ranking: Ranking) -> tuple[list[str], list[str]]:
+    """(``terms`` that select candidates, the rare ones among them) by how common each is in the index.
+
+    A BM25-like correction where ``ts_rank`` has none: ``ts_rank`` counts "get" in a question as much
+    as "redirect", though nearly every chunk holds "get". Terms in more than ``common_cutoff`` of
+    the chunks only add noise to an OR query and are dropped (unless nothing else is left); terms
+    below ``rare_cutoff`` (or too rare to be listed) earn ``rare_bonus``.
+    """
+    if not terms or (ranking.common_cutoff >= 1.0 and ranking.rare_bonus <= 0):
+        return list(terms), []
+    rows = await conn.execute(text(_TERM_FREQUENCIES), {"terms": list(terms)})
+    frequency = {row.term: (row.freq, row.lexemes) for row in rows}
+    kept = [t for t in terms if (frequency.get(t, (None, 1))[0] or 0.0) <= ranking.common_cutoff]
+    rare = [
+        t
+        for t in kept
+        if frequency.get(t, (None, 0))[1] and (frequency.get(t, (None, 0))[0] or 0.0) < ranking.rare_cutoff
+    ]
+    return (kept or list(terms)), rare
 
 
 def _statement(mode: SearchMode, has_terms: bool, vector_part: str) -> str:
@@ -209,6 +302,7 @@ async def run_search(
     limit: int,
     mode: SearchMode = "hybrid",
     vectors: Sequence[VectorQuery] = (),
+    ranking: Ranking | None = None,
 ) -> list[Hit]:
     """The ``limit`` best chunks for ``query`` under ``filters``, best first.
 
@@ -223,7 +317,8 @@ async def run_search(
     if mode == "vector" and not groups:
         raise ValueError(f"mode {mode!r} needs the query's embedding")
     vector_part, vector_params = _vector_candidates(groups if mode != "text" else [])
-    depth = candidate_depth(limit) if mode == "hybrid" else limit
+    ranking = ranking or Ranking()
+    depth = candidate_depth(limit) if mode == "hybrid" else limit * (COLLAPSE_FACTOR if ranking.collapse else 1)
     terms = text_query_terms(query)
     # Iterative scans keep reading the HNSW graph until ``depth`` rows pass the filters; ef_search
     # bounds the rows a single (non-iterative) pass can return. Custom plans: asyncpg prepares the
@@ -237,20 +332,31 @@ async def run_search(
         ),
         {"ef": str(max(40, depth))},
     )
+    rare: list[str] = []
+    if mode != "vector":
+        terms, rare = await weigh_terms(conn, terms, ranking)
     params: dict[str, object] = {
         **vector_params,
         "tsquery": tsquery_source(terms),
+        "rare": tsquery_source(rare),
+        "rare_bonus": ranking.rare_bonus,
+        "identifiers": tsquery_source(query_identifiers(query)),
         "repository_ids": filters.repository_ids,
         "language": filters.language,
         "prefix": filters.path_prefix,
+        "roles": list(filters.roles) if filters.roles is not None else None,
         "depth": depth,
-        "limit": limit,
-        "rrf_k": float(RRF_K),
-        "vector_weight": VECTOR_WEIGHT,
-        "text_weight": TEXT_WEIGHT,
+        # Collapsing merges some hits into others: fetch more, so ``limit`` remain.
+        "fetch": limit * COLLAPSE_FACTOR if ranking.collapse else limit,
+        "rrf_k": float(ranking.rrf_k),
+        "vector_weight": ranking.vector_weight,
+        "text_weight": ranking.text_weight,
+        "label_weights": list(ranking.label_weights),
+        "normalization": ranking.normalization,
+        "identifier_bonus": ranking.identifier_bonus,
     }
     rows = await conn.execute(text(_statement(mode, bool(terms), vector_part)), params)
-    return [
+    hits = [
         Hit(
             chunk_id=row.chunk_id,
             repository=row.repository,
@@ -264,6 +370,66 @@ async def run_search(
             score=float(row.score),
             vector_rank=row.vector_rank,
             text_rank=row.text_rank,
+            role=row.role,
         )
         for row in rows
     ]
+    return (collapse_overlapping(hits) if ranking.collapse else hits)[:limit]
+
+
+def collapse_overlapping(hits: Sequence[Hit]) -> list[Hit]:
+    """``hits`` (best first) with each group of one file's overlapping line ranges merged into one.
+
+    The merged hit takes the best member's place, score and ranks, the union of the line ranges,
+    and the text of those lines (members are exact line ranges of one file, so their texts join).
+    Windows of one long function become one hit instead of several results an agent would read as
+    different answers; neighbours that only touch stay apart (they are different definitions).
+    """
+    groups: list[list[Hit]] = []
+    for hit in hits:
+        touching = [
+            group
+            for group in groups
+            if group[0].repository_path == hit.repository_path
+            and group[0].file_path == hit.file_path
+            and hit.start_line <= max(member.end_line for member in group)
+            and hit.end_line >= min(member.start_line for member in group)
+        ]
+        if not touching:
+            groups.append([hit])
+            continue
+        # A window between two earlier hits joins them both: the first (best) group takes the rest.
+        first = touching[0]
+        first.append(hit)
+        for other in touching[1:]:
+            first.extend(other)
+            groups.remove(other)
+    return [_merge(group) for group in groups]
+
+
+def _merge(group: list[Hit]) -> Hit:
+    best = group[0]
+    if len(group) == 1:
+        return best
+    lines: dict[int, str] = {}
+    for member in group:
+        for offset, line in enumerate(member.content.split("\n")):
+            lines.setdefault(member.start_line + offset, line)
+    start, end = min(lines), max(lines)
+    body = "\n".join(lines.get(number, "") for number in range(start, end + 1))
+    symbols = list(dict.fromkeys(member.symbol for member in group if member.symbol))
+    return Hit(
+        chunk_id=best.chunk_id,
+        repository=best.repository,
+        repository_path=best.repository_path,
+        file_path=best.file_path,
+        start_line=start,
+        end_line=end,
+        language=best.language,
+        symbol=", ".join(symbols) if symbols else None,
+        content=body,
+        score=best.score,
+        vector_rank=best.vector_rank,
+        text_rank=best.text_rank,
+        role=best.role,
+    )

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,6 +41,7 @@ from models.database import create_engine, resolve_database_url
 from models.lifecycle import JOB_STATUSES
 from models.logs import redact
 from models.migrate import upgrade_to_head
+from models.roles import ROLES, SCOPES, roles_for
 from models.settings import Settings
 from server.errors import BrokerUnavailableError, InvalidStateError, NotFoundError, ValidationError
 from server.schemas import (
@@ -461,11 +462,17 @@ class IndexingService:
         path_prefix: str | None = None,
         limit: int = 10,
         mode: str = "hybrid",
+        scope: str = "code",
     ) -> SearchResult:
         """Hybrid (semantic + full-text) search over indexed chunks; see :mod:`server.search`.
 
+        ``scope`` (:data:`models.roles.SCOPES`) picks the file roles searched: ``code`` returns
+        implementation first (tests and docs too when the query names them, see
+        :func:`models.roles.roles_for`) and fills up with the other roles only when fewer than
+        ``limit`` code chunks match.
+
         Raises:
-            ValidationError: empty query, limit outside 1..100, unknown mode or language, bad path prefix.
+            ValidationError: empty query, limit outside 1..100, unknown mode, scope or language, bad path prefix.
             NotFoundError: ``repository`` names no indexed repository (the message lists the known ones).
         """
         validate_text("query", query, max_chars=MAX_QUERY_CHARS)
@@ -475,7 +482,10 @@ class IndexingService:
         validate_limit(limit, MAX_SEARCH_LIMIT)
         if mode not in SEARCH_MODES:
             raise ValidationError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        if scope not in SCOPES:
+            raise ValidationError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
         search_mode: SearchMode = mode  # type: ignore[assignment]
+        roles = roles_for(scope, query)  # type: ignore[arg-type]
         prefix = normalize_path_prefix(path_prefix)
         async with self.engine.connect() as conn:
             if not await conn.scalar(text("SELECT EXISTS (SELECT 1 FROM chunks)")):
@@ -494,9 +504,16 @@ class IndexingService:
             vectors, failed = await self._embed_query(query, groups)
             if failed and not vectors:
                 search_mode = "text"  # nothing to search by meaning: words are better than an error
-        filters = Filters(repository_ids=repository_ids, language=language_name, path_prefix=prefix)
+        filters = Filters(repository_ids=repository_ids, language=language_name, path_prefix=prefix, roles=roles)
         async with self.engine.begin() as conn:
             hits = await run_search(conn, query=query, vectors=vectors, filters=filters, limit=limit, mode=search_mode)
+            rest = tuple(role for role in ROLES if role not in roles)
+            if scope == "code" and len(hits) < limit and rest:
+                # Ranked below all code: a repository of scripts and docs still answers.
+                others = replace(filters, roles=rest)
+                hits += await run_search(
+                    conn, query=query, vectors=vectors, filters=others, limit=limit - len(hits), mode=search_mode
+                )
         notes: list[str] = []
         if failed:
             notes.append(_embedder_failure_note(failed, fell_back=not vectors))
@@ -523,6 +540,7 @@ class IndexingService:
                     score=round(hit.score, 6),
                     vector_rank=hit.vector_rank,
                     text_rank=hit.text_rank,
+                    role=hit.role,
                 )
                 for hit in hits
             ],

@@ -255,10 +255,11 @@ async def test_caller_errors(client: McpClient, indexed: Indexed) -> None:
 
 
 async def test_text_mode_finds_an_identifier_by_its_parts(client: McpClient, indexed: Indexed) -> None:
+    # getUserName is its own chunk (line 7): definitions are no longer merged with their neighbours.
     split = await client.call("search_code", query="user name", mode="text", limit=3)
-    assert ("alpha", "web/users.ts", 1) in ids(split), split
+    assert ("alpha", "web/users.ts", 7) in ids(split), split
     exact = await client.call("search_code", query="getUserName", mode="text", limit=3)
-    assert ids(exact)[0] == ("alpha", "web/users.ts", 1)
+    assert ids(exact)[0] == ("alpha", "web/users.ts", 7)
     assert all(hit["vector_rank"] is None and hit["text_rank"] is not None for hit in exact["results"])
     stop_words_only = await client.call("search_code", query="the of and", mode="text")
     assert stop_words_only["results"] == [] and "text mode" in stop_words_only["message"]

@@ -57,3 +57,16 @@ def test_path_prefix_normalised(given: str | None, expected: str | None) -> None
 def test_path_prefix_rejected(bad: str) -> None:
     with pytest.raises(ValidationError):
         normalize_path_prefix(bad)
+
+
+def test_non_ascii_words_become_terms() -> None:
+    # Cyrillic and CJK words must reach full-text search (an ASCII-only word pattern dropped them).
+    assert text_query_terms("повторить запрос 再試行 getUserName") == [
+        "повторить",
+        "запрос",
+        "再試行",
+        "getUserName",
+        "get",
+        "User",
+        "Name",
+    ]

@@ -389,10 +389,20 @@ def test_supported_languages_cover_the_major_ones() -> None:
     assert wanted <= syntax_chunking.supported_languages()
 
 
-def test_a_class_that_fits_is_one_chunk_named_after_the_class() -> None:
+def test_small_definitions_stay_apart_and_a_class_is_cut_into_its_methods() -> None:
     chunks = _chunks("pkg/parser.py", _PARSER_PY, window=40)
-    # Everything is small next to a 40-line window: import, function and class merge into one chunk.
-    assert _rows(chunks) == [(1, 16, "tokenize, Parser", "pkg/parser.py · def tokenize, class Parser")]
+    # All of it would fit in one 40-line chunk, but a hit must name one definition: the import joins
+    # the function after it, the class line its first method, and each method carries the class.
+    assert _rows(chunks) == [
+        (1, 6, "tokenize", "pkg/parser.py · def tokenize"),
+        (9, 12, "Parser.__init__", "pkg/parser.py · class Parser · def __init__"),
+        (14, 16, "Parser.done", "pkg/parser.py · class Parser · def done"),
+    ]
+
+
+def test_a_class_of_one_method_is_one_chunk_named_after_the_class() -> None:
+    source = "class Box:\n    size = 1\n\n    def grow(self):\n        self.size += 1\n"
+    assert _rows(_chunks("box.py", source, window=40)) == [(1, 5, "Box", "box.py · class Box")]
 
 
 def test_method_text_is_exactly_its_lines() -> None:
@@ -502,15 +512,14 @@ def test_a_long_line_is_capped_at_max_chars() -> None:
     assert all(c.symbol == "f" for c in chunks)
 
 
-def test_tiny_functions_are_merged_up_to_the_window() -> None:
-    source = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(30))  # 30 two-line functions
+def test_tiny_functions_each_get_their_own_chunk_and_loose_code_joins_them() -> None:
+    source = "".join(f"def f{i}(x):\n    return x + {i}\n\n\nLIMIT_{i} = {i}\n\n\n" for i in range(30))
     chunks = _chunks("tiny.py", source, window=20, overlap=2)
     check_invariants(source, chunks, window=20, max_chars=2000)
-    assert len(chunks) <= 8  # 120 lines, nearly 20 to a chunk, instead of 30 chunks
-    assert chunks[0].symbol == "f0, f1, f2, f3, f4"
-    assert chunks[0].header == "tiny.py · def f0, def f1, def f2, def f3, def f4"
-    names = [name for c in chunks for name in (c.symbol or "").split(", ")]
-    assert names == [f"f{i}" for i in range(30)]  # each function in exactly one chunk, in order
+    # Merging tiny neighbours would make one hit span several unrelated functions.
+    assert [c.symbol for c in chunks] == [f"f{i}" for i in range(30)]
+    assert chunks[0].header == "tiny.py · def f0"
+    assert chunks[0].text == "def f0(x):\n    return x + 0\n\n\nLIMIT_0 = 0"  # the constant after it rides along
 
 
 def test_medium_functions_each_get_their_own_chunk() -> None:

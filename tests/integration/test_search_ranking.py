@@ -1,0 +1,217 @@
+"""Ranking on the real stack: file roles and ``scope``, collapsed spans, identifiers, non-ASCII words.
+
+One repository holds an implementation, its tests, a fixture, docs and an example that all talk
+about the same thing, so that only the file role tells them apart. It is indexed through the MCP
+server, RabbitMQ and the Dramatiq workers into this module's own PostgreSQL; embeddings come from
+the suite's deterministic embedding server, so the ranking assertions use text mode or hold for
+any vector order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from tests.integration.stack import McpClient, Stack, ToolCallError, free_port
+from tests.integration.test_search import finish, write
+
+RETRY_PY = '''\
+"""Retry scheduling for outgoing requests."""
+
+import os
+
+
+def retry_delay(attempt, base=0.5):
+    """Seconds to wait before the next retry: doubles after every failed attempt."""
+    return base * (2 ** attempt)
+
+
+def trust_store():
+    """Where certificates come from: REQUESTS_CA_BUNDLE wins over the system store."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or "/etc/ssl/certs"
+'''
+
+# Talks about requests, CA and bundles a lot, but never names the variable.
+BUNDLE_PY = '''\
+def describe_bundle(requests, ca):
+    """Requests that carry a CA bundle; each request names its bundle and its CA."""
+    bundle = {"requests": requests, "ca": ca}
+    return f"bundle of {len(requests)} requests for ca {ca}: {bundle}"
+'''
+
+TEST_RETRY_PY = '''\
+from retry import retry_delay
+
+
+def test_retry_delay_doubles():
+    """The retry delay doubles after every failed attempt."""
+    assert retry_delay(1) == 2 * retry_delay(0)
+'''
+
+DOCS_MD = """\
+# Retries
+
+The retry delay doubles after every failed attempt, starting at half a second.
+"""
+
+EXAMPLE_PY = """\
+from retry import retry_delay
+
+# Print the retry delay of the first attempts: it doubles after every failed attempt.
+for attempt in range(3):
+    print(retry_delay(attempt))
+"""
+
+FIXTURE_JSON = '{"retry": {"delay": 0.5, "doubles": true, "attempt": 3}}\n'
+
+# Long enough to be cut into overlapping windows; "handshake" is in every window.
+LONG_GO = (
+    "package net\n\n// Negotiate runs the handshake.\nfunc Negotiate(steps []string) int {\n\tcount := 0\n"
+    + "".join(f"\tcount += len(steps) // handshake step {index}\n" for index in range(70))
+    + "\treturn count\n}\n"
+)
+
+NON_ASCII_PY = '''\
+def повторить_запрос(попытка):
+    """Повторить запрос после паузы: пауза удваивается."""
+    return попытка * 2
+
+
+def 再試行():
+    """再試行 の 待ち時間 を 計算する"""
+    return 1
+'''
+
+
+@pytest.fixture(scope="module")
+def ranking_database() -> Iterator[str]:
+    data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-ranking-pg-"))
+    url = ensure_embedded_postgres(data_dir, free_port())
+    yield url
+    stop_embedded_postgres(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(base_env: dict[str, str], ranking_database: str, make_vhost: Callable[[], str]) -> Iterator[Stack]:
+    env = {**base_env, "CODEBASE_MCP_DATABASE_URL": ranking_database, "CODEBASE_MCP_BROKER_URL": make_vhost()}
+    running = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="cbm-test-ranking-logs-")))
+    running.start_workers()
+    running.start_server()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[McpClient]:
+    async with stack.owned_client() as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+async def repo(stack: Stack) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="cbm-test-ranking-repo-")) / "gamma"
+    write(
+        root,
+        {
+            "src/retry.py": RETRY_PY,
+            "src/bundle.py": BUNDLE_PY,
+            "tests/test_retry.py": TEST_RETRY_PY,
+            "tests/fixtures/retry.json": FIXTURE_JSON,
+            "docs/retries.md": DOCS_MD,
+            "examples/delays.py": EXAMPLE_PY,
+            "net/negotiate.go": LONG_GO,
+            "src/intl.py": NON_ASCII_PY,
+        },
+    )
+    async with stack.client() as session:
+        started = await session.call("start_indexing_background", repo_path=str(root), name="gamma")
+        final = await finish(session, started["job_id"])
+        assert final["status"] == "completed" and final["files_indexed"] == 8, final
+    return root
+
+
+QUESTION = "the retry delay doubles after every failed attempt"
+
+
+async def search(client: McpClient, query: str, **arguments: Any) -> list[dict[str, Any]]:
+    answer = await client.call("search_code", query=query, repository="gamma", **arguments)
+    results: list[dict[str, Any]] = answer["results"]
+    return results
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "text"])
+async def test_default_scope_returns_implementation_first(client: McpClient, repo: Path, mode: str) -> None:
+    hits = await search(client, QUESTION, mode=mode, limit=20)
+    roles = [hit["role"] for hit in hits]
+    code = [hit for hit in hits if hit["role"] == "code"]
+    assert code and hits[: len(code)] == code, roles  # every code hit ranks above every other role
+    assert any(hit["file_path"] == "src/retry.py" for hit in code)
+    if mode == "text":
+        assert hits[0]["file_path"] == "src/retry.py" and hits[0]["symbol"] == "retry_delay"
+
+
+@pytest.mark.parametrize(("scope", "roles"), [("tests", {"test", "fixture"}), ("docs", {"docs", "example"})])
+async def test_scope_keeps_to_its_roles(client: McpClient, repo: Path, scope: str, roles: set[str]) -> None:
+    hits = await search(client, QUESTION, scope=scope, mode="text", limit=20)
+    assert hits and {hit["role"] for hit in hits} <= roles, hits
+    if scope == "tests":
+        assert {hit["file_path"] for hit in hits} == {"tests/test_retry.py", "tests/fixtures/retry.json"}
+    if scope == "docs":
+        assert {hit["file_path"] for hit in hits} == {"docs/retries.md", "examples/delays.py"}
+
+
+async def test_scope_all_mixes_roles_and_each_hit_names_its_role(client: McpClient, repo: Path) -> None:
+    hits = await search(client, QUESTION, scope="all", mode="text", limit=20)
+    by_path = {hit["file_path"]: hit["role"] for hit in hits}
+    assert by_path["src/retry.py"] == "code"
+    assert by_path["tests/test_retry.py"] == "test"
+    assert by_path["tests/fixtures/retry.json"] == "fixture"
+    assert by_path["docs/retries.md"] == "docs"
+    assert by_path["examples/delays.py"] == "example"
+
+
+async def test_a_query_that_asks_for_tests_gets_them_in_the_default_scope(client: McpClient, repo: Path) -> None:
+    hits = await search(client, "tests for " + QUESTION, mode="text", limit=5)
+    assert "tests/test_retry.py" in [hit["file_path"] for hit in hits]
+
+
+async def test_unknown_scope_is_refused(client: McpClient, repo: Path) -> None:
+    with pytest.raises(ToolCallError, match="validation error: scope 'everything' is not one of code, tests, docs"):
+        await client.call("search_code", query="x", scope="everything")
+
+
+async def test_overlapping_windows_of_one_function_collapse_into_one_hit(client: McpClient, repo: Path) -> None:
+    for mode in ("text", "hybrid"):
+        hits = await search(client, "handshake step count", mode=mode, limit=10)
+        in_file = [hit for hit in hits if hit["file_path"] == "net/negotiate.go"]
+        assert len(in_file) >= 1, hits
+        spans = sorted((hit["start_line"], hit["end_line"]) for hit in in_file)
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert start > end, (mode, spans)  # no two hits of the file share a line
+    text_hits = await search(client, "handshake step count", mode="text", limit=10)
+    (merged,) = [hit for hit in text_hits if hit["file_path"] == "net/negotiate.go"]
+    total = len(LONG_GO.splitlines())
+    # Every window matched, so the one hit left covers the whole function, with its exact lines.
+    assert (merged["start_line"], merged["end_line"]) == (1, total)
+    assert merged["snippet"] == "\n".join(LONG_GO.splitlines())
+
+
+async def test_a_query_identifier_ranks_the_chunk_holding_it_whole_first(client: McpClient, repo: Path) -> None:
+    hits = await search(client, "which CA bundle do requests use: `REQUESTS_CA_BUNDLE`", mode="text", limit=5)
+    assert (hits[0]["file_path"], hits[0]["symbol"]) == ("src/retry.py", "trust_store"), hits
+    assert "src/bundle.py" in [hit["file_path"] for hit in hits]  # found by the words, ranked below
+
+
+@pytest.mark.parametrize(("query", "symbol"), [("повторить запрос", "повторить_запрос"), ("再試行", "再試行")])
+async def test_non_ascii_query_words_reach_full_text_search(
+    client: McpClient, repo: Path, query: str, symbol: str
+) -> None:
+    hits = await search(client, query, mode="text", limit=3)
+    assert hits and hits[0]["file_path"] == "src/intl.py" and hits[0]["symbol"] == symbol, hits
