@@ -83,6 +83,17 @@ class WorkerResources(Middleware):
                 name="preload-model",
                 daemon=True,
             ).start()
+        elif self.settings.embedder == "local-int8":
+            # Builds the int8 graph on the very first boot (once per data dir, under a file lock).
+            from actors.embedders import int8_cache_root
+            from actors.embedders.onnx_int8 import load_int8
+
+            threading.Thread(
+                target=load_int8,
+                args=(int8_cache_root(self.settings), self.settings.local_threads),
+                name="preload-model",
+                daemon=True,
+            ).start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         loop_thread: Any = get_event_loop_thread()
