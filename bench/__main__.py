@@ -3,9 +3,11 @@
     python -m bench [--quick] [--sections embedder,pipeline,orchestration,latency,resume,search,scaling]
 
 Sections:
-  embedder       raw local-model throughput (tight loop, best batch size) on chunks of the bench repo
-  pipeline       a real job with the local model through RabbitMQ and worker processes on the same
-                 kind of chunks; pipeline/raw ratio; peak RSS of server and each worker process
+  embedder       raw throughput of the default local embedder (CODEBASE_MCP_EMBEDDER: local or
+                 local-int8) and of fp32 (tight loop, best batch size) on chunks of the bench repo
+  pipeline       a real job with that embedder through RabbitMQ and worker processes on the same
+                 kind of chunks; pipeline/raw ratio; model busy % (the workers' embedder-call
+                 seconds from their Prometheus exporter over the job's wall time); peak RSS
   orchestration  the same job shape with the zero-cost fake embedder (files/s, chunks/s)
   latency        job creation p50/p95, status p50/p95 with 3 jobs running, cancellation time
   resume         SIGKILL of server and workers at 30 %, time to `running` and to progress again,
