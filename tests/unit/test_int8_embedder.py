@@ -1,9 +1,10 @@
 """``local-int8``: built offline from the bundled model, once per cache, close to the reference vectors.
 
-The bound: over 1,000 stdlib texts (docstring sentences and function bodies) and the 7,000 chunks
-of the three retrieval-dev repositories, per-channel int8's cosine to the sentence-transformers
-vector was 0.993 on average and never below 0.98 (docs/benchmarks.md); 0.97 per text leaves room
-for other CPUs' int8 kernels while still failing per-tensor int8 (minimum 0.886) or a broken graph.
+The bound: per-channel int8's cosine to the sentence-transformers vector was 0.993 on average and
+0.9835 at worst over 1,000 stdlib texts (docstring sentences and bodies, 2026-11-25), and 0.9894 on
+average, 0.9558 at worst over the 3,911 texts of the retrieval-dev run (60 queries and 3,851 chunks
+of requests, cobra and got, 2026-12-01, docs/benchmarks.md). 0.95 per text is just under the worst
+text measured; per-tensor int8 (0.886 at worst) or a broken graph fails it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from models.settings import Settings
 pytestmark = pytest.mark.real_model
 
 ROOT = Path(__file__).resolve().parents[2]
-COSINE_BOUND = 0.97
+COSINE_BOUND = 0.95
 
 TEXTS = [
     "def parse_invoice_header(raw: bytes) -> Header:\n    return Header.from_bytes(raw)",
