@@ -89,6 +89,17 @@ class WorkerResources(Middleware):
                 name="preload-model",
                 daemon=True,
             ).start()
+        elif self.settings.embedder == "local-int8":
+            # Builds the int8 graph on the very first boot (once per data dir, under a file lock).
+            from actors.embedders import int8_cache_root
+            from actors.embedders.onnx_int8 import load_int8
+
+            threading.Thread(
+                target=load_int8,
+                args=(int8_cache_root(self.settings), self.settings.local_threads),
+                name="preload-model",
+                daemon=True,
+            ).start()
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None

@@ -11,9 +11,18 @@ sentence-transformers float32 path the project used before).
 Speed: chunks/s on ``--chunks`` stdlib code windows that each fill the model's 256 tokens, in a
 tight loop, at each of ``--batch-sizes``; the best is reported.
 
-The ``onnx-*`` variants are exploratory: the model is exported with ``torch.onnx`` into a temporary
-directory (needs the ``onnx`` package) and run with ONNX Runtime (graph fusion on, 2 threads, no
-spinning); ``onnx-int8`` is ONNX Runtime's dynamic int8 quantisation of that graph (per tensor),
+Dev set (``--dev-set /work/corpus-int8``, a folder holding the three repositories of
+``/work/shared/retrieval-dev`` checked out as ``requests``, ``cobra``, ``got`` by its checkout.sh):
+every file the product would index is chunked by the product's own scanner and chunker, every
+chunk embedded by each variant, and each of the 60 queries ranked by exact cosine over its own
+repository's chunks; the top 10 go through the set's ``score.py`` (span- and file-level MRR@10,
+recall). This is the embedder's share of ``search_code`` (its vector half), without the text
+search and fusion, so variants are compared on the one thing that differs between them.
+
+``local-int8`` is the shipped ``CODEBASE_MCP_EMBEDDER=local-int8`` (actors/embedders/onnx_int8.py),
+built into a temporary cache for the run. The other ``onnx-*`` variants are exploratory: the model
+is exported with ``torch.onnx`` into a temporary directory and run with ONNX Runtime (graph fusion
+on, 2 threads, no spinning); ``onnx-int8`` is ONNX Runtime's dynamic int8 quantisation of that graph (per tensor),
 ``onnx-int8pc`` the same per output channel.
 """
 
@@ -229,7 +238,74 @@ def throughput(encode: Encode, texts: list[str], batch_sizes: list[int]) -> dict
     return rates
 
 
+def int8_variant(workdir: Path) -> Encode:
+    from actors.embedders.onnx_int8 import Int8OnnxEmbedder
+
+    embedders: dict[int, Int8OnnxEmbedder] = {}
+
+    def encode(texts: list[str], batch: int) -> np.ndarray:
+        if batch not in embedders:
+            embedders[batch] = Int8OnnxEmbedder(cache_root=workdir / "int8-cache", batch_size=batch)
+        return embedders[batch].encode(texts)
+
+    return encode
+
+
+DEV_SET = Path("/work/shared/retrieval-dev")
+
+
+def dev_corpus(root: Path) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, int, int, str]]]]:
+    """The dev set's queries and, per repository, the product's chunks: (path, start, end, text)."""
+    from actors.chunking import embedding_text
+    from actors.pipeline import read_and_chunk
+    from actors.scanning import scan_repository
+    from models.settings import Settings
+
+    settings = Settings()
+    queries = [json.loads(line) for line in (DEV_SET / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
+    chunks: dict[str, list[tuple[str, int, int, str]]] = {}
+    for repo in sorted({q["repo"] for q in queries}):
+        checkout = root / repo.split("/")[1]
+        if not checkout.is_dir():
+            raise SystemExit(f"{checkout} is missing: extract {repo} there with {DEV_SET}/checkout.sh")
+        scanned = scan_repository(checkout, max_file_bytes=settings.max_file_bytes)
+        payload = read_and_chunk(checkout, [{"path": f.path} for f in scanned.files], settings)
+        chunks[repo] = [
+            (item["path"], c[0], c[1], embedding_text(c[4], c[3])) for item in payload["files"] for c in item["chunks"]
+        ]
+    return queries, chunks
+
+
+def dev_quality(
+    encode: Encode, queries: list[dict[str, Any]], chunks: dict[str, list[tuple[str, int, int, str]]], out: Path
+) -> tuple[dict[str, Any], np.ndarray]:
+    """score.py's overall metrics for vector-only top-10 search with ``encode``; also every vector made."""
+    import subprocess
+    import sys
+
+    lines, made = [], []
+    by_repo = {repo: encode([c[3] for c in items], 32) for repo, items in chunks.items()}
+    query_vectors = encode([q["query"] for q in queries], 32)
+    for query, vector in zip(queries, query_vectors, strict=True):
+        items, matrix = chunks[query["repo"]], by_repo[query["repo"]]
+        top = np.argsort(-(matrix @ vector), kind="stable")[:10]
+        results = [{"path": items[i][0], "start_line": items[i][1], "end_line": items[i][2]} for i in top]
+        lines.append(json.dumps({"repo": query["repo"], "query": query["query"], "results": results}))
+    made = [query_vectors, *by_repo.values()]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    scored = subprocess.run(
+        [sys.executable, str(DEV_SET / "score.py"), str(DEV_SET / "queries.jsonl"), str(out), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    overall = json.loads(scored.stdout)["metrics"]["overall"]
+    return overall, np.concatenate(made)
+
+
 def build(variant: str, workdir: Path) -> Encode:
+    if variant == "local-int8":
+        return int8_variant(workdir)
     if variant == "st-fp32":
         return sentence_transformers_variant()
     if variant.startswith("onnx-"):
@@ -238,7 +314,7 @@ def build(variant: str, workdir: Path) -> Encode:
 
 
 def measure(
-    variants: list[str], functions: int, chunks: int, batch_sizes: list[int], rounds: int
+    variants: list[str], functions: int, chunks: int, batch_sizes: list[int], rounds: int, dev_set: Path | None = None
 ) -> list[dict[str, Any]]:
     """Quality per variant, then speed in ``rounds`` interleaved rounds (best kept), so load spikes
     from other processes hit every variant alike."""
@@ -248,6 +324,10 @@ def measure(
     print(f"{len(pairs)} stdlib functions; {len(texts)} chunks of {MAX_TOKENS} tokens for speed", flush=True)
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
+    dev_reference: np.ndarray | None = None
+    dev = dev_corpus(dev_set) if dev_set is not None else None
+    if dev is not None:
+        print(f"dev set: {len(dev[0])} queries, {sum(len(c) for c in dev[1].values())} chunks", flush=True)
     with tempfile.TemporaryDirectory(prefix="cbm-onnx-") as tmp:
         encoders = {variant: build(variant, Path(tmp)) for variant in variants}
         for variant, encode in encoders.items():
@@ -257,16 +337,29 @@ def measure(
                 reference = both
             cosine = (both * reference).sum(axis=1)
             mrr, recall = retrieval(q, t)
-            rows.append(
-                {
-                    "variant": variant,
-                    "by_batch": {},
-                    "mrr": round(mrr, 4),
-                    "recall_at_10": round(recall, 4),
-                    "cosine_to_reference_mean": round(float(cosine.mean()), 6),
-                    "cosine_to_reference_min": round(float(cosine.min()), 6),
+            row: dict[str, Any] = {
+                "variant": variant,
+                "by_batch": {},
+                "mrr": round(mrr, 4),
+                "recall_at_10": round(recall, 4),
+                "cosine_to_reference_mean": round(float(cosine.mean()), 6),
+                "cosine_to_reference_min": round(float(cosine.min()), 6),
+            }
+            if dev is not None:
+                overall, vectors = dev_quality(encode, *dev, ROOT / "bench" / "results" / f"dev_vector_{variant}.jsonl")
+                if dev_reference is None:
+                    dev_reference = vectors
+                dev_cosine = (vectors * dev_reference).sum(axis=1)
+                row["dev"] = {
+                    "span_mrr": overall["span"]["mrr"],
+                    "span_recall_at_10": overall["span"]["recall@10"],
+                    "file_mrr": overall["file"]["mrr"],
+                    "file_recall_at_10": overall["file"]["recall@10"],
+                    "cosine_to_reference_mean": round(float(dev_cosine.mean()), 6),
+                    "cosine_to_reference_min": round(float(dev_cosine.min()), 6),
                 }
-            )
+                print(f"{variant} dev: {json.dumps(row['dev'])}", flush=True)
+            rows.append(row)
         for _ in range(rounds):
             for row in rows:
                 rates = throughput(encoders[row["variant"]], texts, batch_sizes)
@@ -293,6 +386,20 @@ def table(rows: list[dict[str, Any]]) -> str:
         f"| {row['cosine_to_reference_mean']:.6f} / {row['cosine_to_reference_min']:.6f} |"
         for row in rows
     )
+    if "dev" in base:
+        lines += [
+            "",
+            "| variant | dev span MRR | span recall@10 | file MRR | file recall@10 | span MRR vs first "
+            "| cos to first mean / min |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines.extend(
+            f"| {row['variant']} | {row['dev']['span_mrr']:.4f} | {row['dev']['span_recall_at_10']:.3f} "
+            f"| {row['dev']['file_mrr']:.4f} | {row['dev']['file_recall_at_10']:.3f} "
+            f"| {100 * (row['dev']['span_mrr'] / base['dev']['span_mrr'] - 1):+.2f} % "
+            f"| {row['dev']['cosine_to_reference_mean']:.6f} / {row['dev']['cosine_to_reference_min']:.6f} |"
+            for row in rows
+        )
     return "\n".join(lines)
 
 
@@ -306,6 +413,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=128)
     parser.add_argument("--batch-sizes", default="8,16,32,64")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds; the best is kept")
+    parser.add_argument("--dev-set", type=Path, help="folder with the retrieval-dev checkouts (requests, cobra, got)")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "embedder_quality.json")
     args = parser.parse_args()
     rows = measure(
         args.variants.split(","),
@@ -313,9 +422,10 @@ def main() -> None:
         args.chunks,
         [int(b) for b in args.batch_sizes.split(",")],
         args.rounds,
+        args.dev_set,
     )
     print(table(rows))
-    out = ROOT / "bench" / "results" / "embedder_quality.json"
+    out = args.output.resolve()
     out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print(f"written {out.relative_to(ROOT)}")
 

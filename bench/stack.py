@@ -105,7 +105,10 @@ class BenchEnvironment:
                 }
             )
         else:
-            env["CODEBASE_MCP_EMBEDDER"] = "local"
+            env["CODEBASE_MCP_EMBEDDER"] = embedder  # local or local-int8
+            # local-int8 builds its graph under the data dir once: the one this process uses (and
+            # the raw-embedder section built), so no job waits for a build.
+            env["CODEBASE_MCP_DATA_DIR"] = str(Settings().data_dir)
         env.update({f"CODEBASE_MCP_{key.upper()}": value for key, value in extra.items()})
         return env
 

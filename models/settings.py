@@ -40,7 +40,12 @@ class Settings(BaseSettings):
         "&blocked_connection_timeout=30",
         description="RabbitMQ URL for Dramatiq.",
     )
-    embedder: Literal["local", "ollama"] = Field(default="local", description="Embedding backend.")
+    # Embedder (int8 area): local-int8 is the bundled model as an int8 ONNX graph, its own name and vectors.
+    embedder: Literal["local", "local-int8", "ollama"] = Field(
+        default="local",
+        description="Embedding backend: local (bundled model, torch), local-int8 (the same model in int8 "
+        "through ONNX Runtime, built once under DATA_DIR/models), ollama.",
+    )
     embed_batch_size: int = Field(
         default=64,
         ge=1,

@@ -143,7 +143,9 @@ def check_broker(settings: Settings) -> Check:
 async def check_embedder(settings: Settings) -> Check:
     from actors.embedders import build_embedder, configured_dimension_async
 
-    what = "bundled all-MiniLM-L6-v2" if settings.embedder == "local" else f"Ollama {settings.ollama_model}"
+    what = {"local": "bundled all-MiniLM-L6-v2", "local-int8": "bundled all-MiniLM-L6-v2 (int8 ONNX)"}.get(
+        settings.embedder, f"Ollama {settings.ollama_model}"
+    )
     try:
         dimension = await configured_dimension_async(settings)
         embedder = build_embedder(settings, dimension)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, Vectors
 from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder, bundled_model_dimension
 from actors.embedders.ollama import OllamaEmbedder, probe_dimension
+from actors.embedders.onnx_int8 import NAME as INT8_NAME
+from actors.embedders.onnx_int8 import Int8OnnxEmbedder
 from models.settings import Settings
 
 __all__ = [
@@ -29,12 +32,19 @@ def configured_name(settings: Settings) -> str:
     """
     if settings.embedder == "local":
         return f"local:{MODEL_NAME}"
+    if settings.embedder == "local-int8":
+        return INT8_NAME
     return f"ollama:{settings.ollama_model}"
+
+
+def int8_cache_root(settings: Settings) -> Path:
+    """Where ``local-int8`` keeps the graph it builds from the bundled model."""
+    return settings.data_dir / "models"
 
 
 def configured_dimension(settings: Settings) -> int:
     """The vector size the configured embedder produces (probing an Ollama model once if needed)."""
-    if settings.embedder == "local":
+    if settings.embedder in ("local", "local-int8"):
         return bundled_model_dimension()
     if settings.ollama_dimension is not None:
         return settings.ollama_dimension
@@ -51,6 +61,10 @@ def build_embedder(settings: Settings, dimension: int) -> Embedder:
     if settings.embedder == "local":
         return LocalModelEmbedder(
             batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
+        )
+    if settings.embedder == "local-int8":
+        return Int8OnnxEmbedder(
+            cache_root=int8_cache_root(settings), batch_size=settings.local_batch_size, threads=settings.local_threads
         )
     return OllamaEmbedder(
         url=settings.ollama_url,

@@ -177,8 +177,11 @@ class LocalModelEmbedder(Embedder):
             size = -(-len(order) // parts)
             for start in range(0, len(order), size):
                 part = order[start : start + size]
-                out[part] = forward(self._model, self.runtime, [tokens[index] for index in part])
+                out[part] = self._forward([tokens[index] for index in part])
         return out
+
+    def _forward(self, batch: list[list[int]]) -> Vectors:
+        return forward(self._model, self.runtime, batch)
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
