@@ -271,7 +271,9 @@ def dev_corpus(root: Path) -> tuple[list[dict[str, Any]], dict[str, list[tuple[s
         scanned = scan_repository(checkout, max_file_bytes=settings.max_file_bytes)
         payload = read_and_chunk(checkout, [{"path": f.path} for f in scanned.files], settings)
         chunks[repo] = [
-            (item["path"], c[0], c[1], embedding_text(c[4], c[3])) for item in payload["files"] for c in item["chunks"]
+            (item.path, c.start_line, c.end_line, embedding_text(c.header, c.content))
+            for item in payload.files
+            for c in item.chunks
         ]
     return queries, chunks
 
