@@ -30,6 +30,7 @@ from typing import Any
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.lifecycle import TERMINAL_STATUSES
+from tests.fixtures import fake_embedding_server
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import Stack, free_port
 
@@ -77,16 +78,7 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 def start_embedding_server(delay_ms: float) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fixtures.fake_embedding_server", "--port", "0", "--dimension", "384"]
-        + ["--delay-ms-per-text", str(delay_ms)],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    assert line.startswith("LISTENING "), line
-    return process, line.split(" ", 1)[1]
+    return fake_embedding_server.spawn("--dimension", "384", "--delay-ms-per-text", str(delay_ms))
 
 
 async def run_job(stack: Stack, repo: Path, prometheus: str) -> dict[str, Any]:

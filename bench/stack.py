@@ -22,6 +22,7 @@ from pathlib import Path
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.settings import Settings
+from tests.fixtures import fake_embedding_server
 from tests.integration.stack import REPO_ROOT, Stack, free_port
 
 ROOT = REPO_ROOT
@@ -64,17 +65,9 @@ class BenchEnvironment:
     def start_fake_embedder(self) -> str:
         """The tests' deterministic Ollama-compatible server (no delay unless set through :func:`control`)."""
         if self.fake is None:
-            self.fake = subprocess.Popen(
-                [sys.executable, "-m", "tests.fixtures.fake_embedding_server", "--port", "0", "--dimension", "384"],
-                stdout=subprocess.PIPE,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            self.fake, self.fake_url = fake_embedding_server.spawn(
+                "--dimension", "384", env={**os.environ, "PYTHONPATH": str(ROOT)}
             )
-            assert self.fake.stdout is not None
-            line = self.fake.stdout.readline().decode().strip()
-            if not line.startswith("LISTENING "):
-                raise RuntimeError(f"fake embedding server did not start: {line!r}")
-            self.fake_url = line.split(" ", 1)[1]
         return self.fake_url
 
     def env(self, *, embedder: str, log_level: str | None = "WARNING", **extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,6 +16,7 @@ import hypothesis
 import pytest
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
+from tests.fixtures import fake_embedding_server
 from tests.integration.stack import REPO_ROOT, free_port
 
 EMBEDDING_DIMENSION = 384
@@ -78,25 +78,8 @@ def broker_url(make_vhost: object) -> str:
 @pytest.fixture(scope="session")
 def fake_embedding_url() -> Iterator[str]:
     """The deterministic Ollama-compatible server, as a separate process (the real HTTP client talks to it)."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fixtures.fake_embedding_server",
-            "--port",
-            "0",
-            "--dimension",
-            str(EMBEDDING_DIMENSION),
-        ],
-        stdout=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    assert line.startswith("LISTENING "), line
-    yield line.split(" ", 1)[1]
-    process.terminate()
-    process.wait(timeout=10)
+    with fake_embedding_server.running("--dimension", str(EMBEDDING_DIMENSION)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ the index holds 384): before, the job sat ``blocked``, "waiting for the embeddin
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,22 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import REPO_ROOT, Stack
+from tests.fixtures import fake_embedding_server
+from tests.integration.stack import Stack
 
 
 @pytest.fixture(scope="module")
 def wrong_size_embedder() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fixtures.fake_embedding_server", "--port", "0", "--dimension", "256"],
-        stdout=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    assert line.startswith("LISTENING "), line
-    yield line.split(" ", 1)[1]
-    process.terminate()
-    process.wait(timeout=10)
+    with fake_embedding_server.running("--dimension", "256") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import asyncio
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +32,9 @@ from models.database import create_engine
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.migrate import alembic_config, upgrade_to_head
 from server.search import Filters, VectorQuery, run_search
+from tests.fixtures import fake_embedding_server
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import REPO_ROOT, McpClient, Stack, free_port
+from tests.integration.stack import McpClient, Stack, free_port
 
 TERMINAL = ("completed", "failed", "cancelled")
 RETRY_GO = """package net
@@ -62,27 +62,8 @@ def database() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fake_models() -> Iterator[str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fixtures.fake_embedding_server",
-            "--port",
-            "0",
-            "--dimension",
-            "384",
-            "--model-dimension",
-            "fake-768=768",
-        ],
-        stdout=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    assert line.startswith("LISTENING "), line
-    yield line.split(" ", 1)[1]
-    process.terminate()
-    process.wait(timeout=10)
+    with fake_embedding_server.running("--dimension", "384", "--model-dimension", "fake-768=768") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
