@@ -79,7 +79,7 @@ def build_embedder(settings: Settings, dimension: int) -> Embedder:
 
 def build_query_embedder(settings: Settings, name: str, dimension: int) -> Embedder:
     """An embedder for search queries over repositories indexed with ``name`` (``local:<model>``,
-    ``ollama:<model>``), whatever this process is configured with.
+    ``local-int8:<model>``, ``ollama:<model>``), whatever this process is configured with.
 
     Ollama models are asked at ``OLLAMA_URL`` with one attempt and ``QUERY_EMBED_TIMEOUT_SECONDS``:
     a search must not wait through the indexing retries (about 8 s) before it can fall back to full
@@ -102,5 +102,9 @@ def build_query_embedder(settings: Settings, name: str, dimension: int) -> Embed
     if backend == "local" and model == MODEL_NAME:
         return LocalModelEmbedder(
             batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
+        )
+    if name == INT8_NAME:
+        return Int8OnnxEmbedder(
+            cache_root=int8_cache_root(settings), batch_size=settings.local_batch_size, threads=settings.local_threads
         )
     raise EmbedderUnavailableError(f"this server has no embedder {name!r} ({dimension} dimensions)")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from actors.embedders import EmbedderUnavailableError, build_query_embedder
 from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder
 from actors.embedders.ollama import OllamaEmbedder
+from actors.embedders.onnx_int8 import NAME as INT8_NAME
+from actors.embedders.onnx_int8 import Int8OnnxEmbedder
 from actors.messages import BatchPayload
 from actors.pipeline import foreign_vectors
 from models.settings import Settings
@@ -25,6 +29,14 @@ def test_an_ollama_repository_gets_its_own_model_with_one_short_attempt() -> Non
 def test_a_local_repository_gets_the_bundled_model_whatever_is_configured() -> None:
     settings = Settings(embedder="ollama", ollama_dimension=768)
     assert isinstance(build_query_embedder(settings, f"local:{MODEL_NAME}", 384), LocalModelEmbedder)
+
+
+def test_an_int8_repository_gets_the_int8_graph_whatever_is_configured(tmp_path: Path) -> None:
+    # Built lazily on the first query, under DATA_DIR like the workers' copy.
+    settings = Settings(embedder="local", data_dir=tmp_path)
+    embedder = build_query_embedder(settings, INT8_NAME, 384)
+    assert isinstance(embedder, Int8OnnxEmbedder)
+    assert embedder.name == INT8_NAME
 
 
 def test_an_embedder_this_version_cannot_make_is_named() -> None:
