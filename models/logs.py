@@ -117,8 +117,12 @@ def failure_cause(trace: str) -> str:
     return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
 
 
-#: Longest log message kept whole (tracebacks are not counted); the rest is cut, with its length said.
+#: Longest log message kept whole (tracebacks are not counted); the middle of a longer one is cut,
+#: with its length said.
 MAX_LOG_MESSAGE_CHARS = 1000
+#: Of a cut message, the characters kept from its end: a traceback logged as a message (uvicorn's
+#: startup failure) names its exception on its last line.
+_KEPT_TAIL_CHARS = 300
 
 
 class RedactingFilter(logging.Filter):
@@ -133,8 +137,9 @@ class RedactingFilter(logging.Filter):
         if len(message) > MAX_LOG_MESSAGE_CHARS:
             # Dramatiq logs whole messages ("Failed to post_process_message(embed_batch(..., {'files':
             # [...chunk texts...]}))" after a broker reconnect): logs must not become a copy of the code.
+            head = MAX_LOG_MESSAGE_CHARS - _KEPT_TAIL_CHARS
             cut = len(message) - MAX_LOG_MESSAGE_CHARS
-            message = f"{message[:MAX_LOG_MESSAGE_CHARS]}…({cut:,} more characters not logged)"
+            message = f"{message[:head]}…({cut:,} characters not logged)…{message[-_KEPT_TAIL_CHARS:]}"
         record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:

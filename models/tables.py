@@ -91,12 +91,8 @@ chunks = Table(
     Column("search_vector", TSVECTOR, Computed("search_vector", persisted=True)),
     UniqueConstraint("file_id", "ordinal"),
     Index("chunks_repository_id", "repository_id"),
-    Index(
-        "chunks_embedding_hnsw",
-        "embedding",
-        postgresql_using="hnsw",
-        postgresql_ops={"embedding": "vector_cosine_ops"},
-    ),
+    # No HNSW index here: there is one partial expression index per vector dimension in use,
+    # ``chunks_embedding_hnsw_<N>``, created on demand by models/vector_index.py (migration 0004).
     Index("chunks_search_vector_idx", "search_vector", postgresql_using="gin"),
 )
 

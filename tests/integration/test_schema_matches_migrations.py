@@ -8,6 +8,7 @@ altering anything.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +29,7 @@ from tests.conftest import EMBEDDING_DIMENSION
 def _compare_type(
     context: Any, inspected: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
 ) -> bool | None:
-    # ``chunks.embedding`` is vector(N), N fixed when the schema is created (tables.py says Vector()).
+    # ``chunks.embedding`` and ``embedding_cache.embedding`` are untyped ``vector`` (any dimension).
     if isinstance(metadata_type, Vector):
         return "vector" not in str(inspected_type).lower() and not isinstance(inspected_type, Vector)
     return None  # Alembic's own comparison
@@ -40,9 +41,19 @@ def _compare_type(
 KNOWN_WARNINGS = {"Computed default on chunks.search_vector cannot be modified"}
 
 
+#: The per-dimension HNSW indexes (models/vector_index.py): made on demand for each dimension in
+#: use, so they belong to the data, not to the static schema tables.py describes.
+_ON_DEMAND_INDEX = re.compile(r"chunks_embedding_hnsw_\d+")
+
+
+def _include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    return not (type_ == "index" and reflected and name is not None and _ON_DEMAND_INDEX.fullmatch(name))
+
+
 def _differences(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        connection, opts={"compare_type": _compare_type, "compare_server_default": True}
+        connection,
+        opts={"compare_type": _compare_type, "compare_server_default": True, "include_object": _include_object},
     )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

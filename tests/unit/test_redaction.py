@@ -150,8 +150,24 @@ def test_a_logged_dramatiq_message_does_not_copy_its_chunk_texts_into_the_log() 
         (message,),
         None,
     )
+    whole = record.getMessage()
     RedactingFilter().filter(record)
     text = record.getMessage()
     assert text.startswith("Failed to post_process_message(")
     assert len(text) < 1100, len(text)  # before: every character of the message (78,000 here)
-    assert text.endswith("more characters not logged)")
+    assert "characters not logged)…" in text
+    assert text.endswith(whole[-300:])
+
+
+def test_a_traceback_logged_as_a_message_keeps_its_last_line() -> None:
+    # uvicorn logs a failed startup as one message holding the traceback; the cause is its last line.
+    frames = "".join(
+        f'  File "/srv/app/module_{n}.py", line {n}, in handler_{n}\n    await step_{n}()\n' for n in range(80)
+    )
+    trace = f"Traceback (most recent call last):\n{frames}OSError: Connect call failed ('127.0.0.1', 36403)"
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, trace, None, None)
+    RedactingFilter().filter(record)
+    text = record.getMessage()
+    assert len(text) < 1100, len(text)
+    assert text.startswith("Traceback (most recent call last):")
+    assert text.endswith("OSError: Connect call failed ('127.0.0.1', 36403)")
