@@ -329,7 +329,7 @@ def service_variants(service: Any, roots: dict[str, Path], vectors: dict[str, li
 
 def ranking_variants() -> list[tuple[str, SearchMode, dict[str, Any]]]:
     """(name, mode, run_search keyword arguments) of every variant scored; the first hybrid is the default."""
-    before = {"scope": "all", "collapse": False}  # the ranking before issue 13
+    before = {"scope": "all", "collapse": False, "short_lines": 0}  # the ranking before issue 13
     return [
         ("vector/before", "vector", before),
         ("text/before", "text", before),
@@ -339,6 +339,20 @@ def ranking_variants() -> list[tuple[str, SearchMode, dict[str, Any]]]:
         ("vector", "vector", {}),
         ("text", "text", {}),
         ("hybrid", "hybrid", {}),
+        ("hybrid/no-length-prior", "hybrid", {"short_lines": 0}),
+        ("hybrid/length-prior-all-lines", "hybrid", {"short_code_only": False, "short_comment_ratio": 0.0}),
+        *(
+            (
+                f"hybrid/code<{lines}x{factor}",
+                "hybrid",
+                {"short_lines": lines, "short_factor": factor, "short_comment_ratio": 0.0},
+            )
+            for lines in (5, 8, 12)
+            for factor in (0.5, 0.75)
+        ),
+        *((f"hybrid/comments>={ratio}", "hybrid", {"short_comment_ratio": ratio}) for ratio in (0.5, 1.0, 2.0)),
+        ("hybrid/comments>=1.0,code<12", "hybrid", {"short_lines": 12}),
+        ("hybrid/comments>=1.0x0.75", "hybrid", {"short_factor": 0.75}),
     ]
 
 
@@ -656,7 +670,7 @@ async def run(args: argparse.Namespace, roots: dict[str, Path], settings: Settin
                     answer = await answer
                 variant.latencies.append(time.perf_counter() - begin)
                 answers.append(answer)
-            metrics[variant.name] = score(questions, answers, work, variant.name)
+            metrics[variant.name] = score(questions, answers, args.results_dir or work, variant.name)
             latency[variant.name] = round(statistics.median(variant.latencies) * 1000, 1)
         grid = await tuning_grid(service, roots, vectors, questions, args.queries) if args.tune else []
         for row in grid[:12]:
@@ -692,6 +706,7 @@ def main() -> int:
     parser.add_argument("--no-cache", dest="cache", action="store_const", const=None)
     parser.add_argument("--tune", action="store_true", help="also score a grid of text and fusion settings")
     parser.add_argument("--no-roles", dest="roles", action="store_false", help="skip the test/docs questions")
+    parser.add_argument("--results-dir", type=Path, help="also keep each variant's answers (results-*.jsonl) here")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "retrieval_dev.json")
@@ -700,6 +715,8 @@ def main() -> int:
         if not (args.corpus / name).is_dir():
             parser.error(f"{args.corpus / name} is missing: extract it with {DEV_SET / 'checkout.sh'}")
 
+    if args.results_dir is not None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
     with bench_environment() as bench:

@@ -110,7 +110,7 @@ class SearchHit(BaseModel):
     snippet: str = Field(description="The chunk's text")
     score: float = Field(
         description="Higher is better. hybrid: reciprocal-rank-fusion score; vector: cosine similarity; "
-        "text: PostgreSQL ts_rank"
+        "text: PostgreSQL ts_rank; halved for implementation hits with under 8 code lines under more comment"
     )
     vector_rank: int | None = Field(description="Rank among the semantic (embedding) candidates; null if not one")
     text_rank: int | None = Field(description="Rank among the full-text candidates; null if not one")

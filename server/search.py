@@ -14,6 +14,9 @@ gains :attr:`Ranking.identifier_bonus` on top of its word score.
 
 Hits keep to the roles of ``Filters.roles`` (implementation, tests, docs; :mod:`models.roles`), and
 hits of one file whose line ranges overlap (windows of one long function) are collapsed into one.
+Implementation hits with fewer than :attr:`Ranking.short_lines` code lines and at least as many
+comment or docstring lines lose half their score (:func:`demote_short`): a getter under a long doc
+comment matches a question's words without being the code that does what the question asks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlalchemy import text
@@ -128,6 +131,16 @@ class Ranking:
     rare_bonus: float = 0.0
     #: Merge hits of one file whose line ranges overlap into one hit.
     collapse: bool = True
+    #: Hits with fewer than this many code lines (an import block, a getter under its doc comment, a
+    #: list of fields) keep only ``short_factor`` of their score (see :func:`demote_short`); 0: off.
+    short_lines: int = 8
+    short_factor: float = 0.5
+    #: Count only code lines (not blank, comment or docstring) against ``short_lines``; False: all lines.
+    short_code_only: bool = True
+    #: Only hits with at least this many comment lines per code line count as short (0: any) ...
+    short_comment_ratio: float = 1.0
+    #: ... except those with fewer code lines than this (a one-line declaration), which always do.
+    short_always_below: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +387,81 @@ async def run_search(
         )
         for row in rows
     ]
+    hits = demote_short(hits, ranking)
     return (collapse_overlapping(hits) if ranking.collapse else hits)[:limit]
+
+
+#: Languages whose lines are prose: comment markers mean nothing there (``#`` is a Markdown heading).
+_PROSE_LANGUAGES = frozenset({"markdown", "rst", "text"})
+_COMMENT_LINE = re.compile(r"^(?:#|//|/\*|\*|<!--)")
+_DOCSTRING_QUOTES = re.compile(r'^[rRbBuU]?("""|\'\'\')')
+
+
+def line_kinds(content: str) -> tuple[int, int]:
+    """(code lines, comment lines) of ``content``: block comments and docstrings count as comment, blanks as neither."""
+    code = comment = 0
+    closing: str | None = None  # the end marker of the block comment or docstring we are inside
+    for raw in content.split("\n"):
+        line = raw.strip()
+        if closing is not None:
+            comment += 1
+            if closing in line:
+                closing = None
+            continue
+        if not line:
+            continue
+        quotes = _DOCSTRING_QUOTES.match(line)
+        if quotes:
+            comment += 1
+            if quotes.group(1) not in line[quotes.end() :]:
+                closing = quotes.group(1)
+            continue
+        if line.startswith("/*") and "*/" not in line[2:]:
+            comment += 1
+            closing = "*/"
+            continue
+        if _COMMENT_LINE.match(line):
+            comment += 1
+            continue
+        code += 1
+    return code, comment
+
+
+def code_lines(content: str) -> int:
+    """Lines of ``content`` that are code: not blank, not a comment, not inside a block comment or docstring."""
+    return line_kinds(content)[0]
+
+
+def demote_short(hits: Sequence[Hit], ranking: Ranking) -> list[Hit]:
+    """``hits`` re-ordered after scaling the score of those with little code by ``short_factor``.
+
+    A chunk with a few code lines under a long comment (a getter under its JSDoc, a struct's fields
+    with theirs, a module's imports and constants) holds the words of a question densely in its
+    comments and wins on word overlap and on embedding similarity, while a question that asks where
+    or how something is done wants the code that does it. On the dev set these were most of the
+    wrong first hits of keyword questions (docs/benchmarks.md). Works on the rows already fetched:
+    no query is added. Only implementation is scaled: a test is short by nature and its title is
+    the question (tests lost MRR when they were scaled too), and prose has no comments. Short code
+    without comments is left alone (``short_comment_ratio``): scaling every short hit did better
+    on the dev set but cost the stdlib set, whose answers are short functions, 8 points of MRR.
+    """
+    if ranking.short_lines <= 0 or ranking.short_factor == 1.0:
+        return list(hits)
+
+    def adjusted(hit: Hit) -> float:
+        if hit.role != "code" or hit.language in _PROSE_LANGUAGES:
+            return hit.score
+        code, comment = line_kinds(hit.content)
+        length = code if ranking.short_code_only else hit.end_line - hit.start_line + 1
+        if length >= ranking.short_lines:
+            return hit.score
+        if code >= ranking.short_always_below and comment < ranking.short_comment_ratio * max(code, 1):
+            return hit.score
+        # Scaled toward zero by its magnitude, so that a negative score (vector mode: 1 - cosine distance) drops too.
+        return hit.score - (1.0 - ranking.short_factor) * abs(hit.score)
+
+    scored = sorted(((adjusted(hit), position, hit) for position, hit in enumerate(hits)), key=lambda t: (-t[0], t[1]))
+    return [replace(hit, score=score) for score, _, hit in scored]
 
 
 def collapse_overlapping(hits: Sequence[Hit]) -> list[Hit]:

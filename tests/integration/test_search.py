@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
-from server.search import RRF_K, text_query_terms
+from server.search import RRF_K, Ranking, line_kinds, text_query_terms
 from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, finish, free_port
@@ -276,11 +276,18 @@ async def test_hybrid_fuses_both_rankings(client: McpClient, indexed: Indexed) -
     assert ids(vector)[0] in fused and ids(text)[0] in fused
     assert any(hit["vector_rank"] is not None for hit in hybrid["results"])
     assert any(hit["text_rank"] is not None for hit in hybrid["results"])
-    for hit in hybrid["results"]:
-        expected = sum(1.0 / (RRF_K + rank) for rank in (hit["vector_rank"], hit["text_rank"]) if rank is not None)
+    fusion: dict[tuple[str, str, int], float] = {}
+    for hit, key in zip(hybrid["results"], fused, strict=True):
+        fusion[key] = sum(1.0 / (RRF_K + rank) for rank in (hit["vector_rank"], hit["text_rank"]) if rank is not None)
+        expected = fusion[key]
+        code, comment = line_kinds(hit["snippet"])
+        prior = Ranking()
+        if hit["role"] == "code" and code < prior.short_lines and comment >= prior.short_comment_ratio * max(code, 1):
+            expected *= prior.short_factor  # little code under more comment: demoted (server.search.demote_short)
         assert hit["score"] == pytest.approx(expected, abs=1e-6)
-    # A chunk that both methods rank first beats one that only one of them found.
-    assert ids(hybrid)[0] == ("alpha", "config/settings.py", 1)
+    # A chunk that both methods rank first beats, in the fusion, one that only one of them found
+    # (the length prior may then move it).
+    assert max(fusion, key=lambda key: fusion[key]) == ("alpha", "config/settings.py", 1)
 
 
 async def test_list_repositories_counts_match_the_database(

@@ -88,6 +88,37 @@ def 再試行():
     return 1
 '''
 
+# A getter under a long doc comment that names the option again and again, and the function that
+# actually checks it: the question asks where it is checked (server.search.demote_short).
+OPTIONS_TS = """\
+export class PoolOptions {
+	/**
+	How many sockets the pool may keep open per host; `maxSockets` above this limit are queued.
+	The pool closes idle sockets after the keep-alive timeout, so `maxSockets` bounds open sockets.
+	Set `maxSockets` to Infinity to open a socket for every request to the host.
+
+	@default 10
+	*/
+	get maxSockets() {
+		return this.internals.maxSockets;
+	}
+}
+"""
+
+POOL_TS = """\
+export function acquireSocket(pool, host, options) {
+	const open = pool.open.get(host) ?? [];
+	if (open.length >= options.maxSockets) {
+		pool.queue.push(host);
+		return undefined;
+	}
+	const socket = pool.connect(host);
+	open.push(socket);
+	pool.open.set(host, open);
+	return socket;
+}
+"""
+
 
 @pytest.fixture(scope="module")
 def ranking_database() -> Iterator[str]:
@@ -128,12 +159,14 @@ async def repo(stack: Stack) -> Path:
             "examples/delays.py": EXAMPLE_PY,
             "net/negotiate.go": LONG_GO,
             "src/intl.py": NON_ASCII_PY,
+            "web/options.ts": OPTIONS_TS,
+            "web/pool.ts": POOL_TS,
         },
     )
     async with stack.client() as session:
         started = await session.call("start_indexing_background", repo_path=str(root), name="gamma")
         final = await finish(session, started["job_id"])
-        assert final["status"] == "completed" and final["files_indexed"] == 8, final
+        assert final["status"] == "completed" and final["files_indexed"] == 10, final
     return root
 
 
@@ -185,6 +218,16 @@ async def test_a_query_that_asks_for_tests_gets_them_in_the_default_scope(client
 async def test_unknown_scope_is_refused(client: McpClient, repo: Path) -> None:
     with pytest.raises(ToolCallError, match=r"scope\s+Input should be 'code', 'tests', 'docs' or 'all'"):
         await client.call("search_code", query="x", scope="everything")
+
+
+async def test_the_code_that_checks_an_option_beats_its_getter_under_a_long_comment(
+    client: McpClient, repo: Path
+) -> None:
+    # Hybrid, the default: both retrievers rank the getter first here and the prior halves its
+    # fused score (text mode alone is not asserted: its ts_rank gap here is more than twofold).
+    hits = await search(client, "where is `maxSockets` checked before a socket is opened for a host")
+    paths = [hit["file_path"] for hit in hits]
+    assert paths[0] == "web/pool.ts" and "web/options.ts" in paths, paths
 
 
 async def test_overlapping_windows_of_one_function_collapse_into_one_hit(client: McpClient, repo: Path) -> None:
