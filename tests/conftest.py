@@ -4,20 +4,17 @@ Ollama-compatible embedding server with deterministic vectors. Nothing is mocked
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 
 import asyncpg
 import hypothesis
 import pytest
 
-from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from tests.fixtures import fake_embedding_server
-from tests.integration.stack import REPO_ROOT, free_port
+from tests.integration.stack import REPO_ROOT, private_cluster
 
 EMBEDDING_DIMENSION = 384
 
@@ -37,11 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh embedded PostgreSQL 18 + pgvector cluster for this session."""
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-pg-"))
-    url = ensure_embedded_postgres(data_dir, free_port())
-    yield url
-    stop_embedded_postgres(data_dir)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    with private_cluster("cbm-test-pg-") as url:
+        yield url
 
 
 def _rabbitmqctl(*args: str) -> None:

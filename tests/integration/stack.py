@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.lifecycle import TERMINAL_STATUSES
 
 #: A job in one of these has ended.
@@ -37,6 +40,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextmanager
+def private_cluster(prefix: str) -> Iterator[str]:
+    """An embedded PostgreSQL cluster of its own (temporary data dir, free port) while the block runs;
+    yields its URL, then stops and removes it."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield ensure_embedded_postgres(data_dir, free_port())
+    finally:
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class ToolCallError(Exception):

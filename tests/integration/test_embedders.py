@@ -34,7 +34,7 @@ from models.migrate import alembic_config, upgrade_to_head
 from server.search import Filters, VectorQuery, run_search
 from tests.fixtures import fake_embedding_server
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import McpClient, Stack, free_port
+from tests.integration.stack import McpClient, Stack, free_port, private_cluster
 
 TERMINAL = ("completed", "failed", "cancelled")
 RETRY_GO = """package net
@@ -53,11 +53,8 @@ pub fn split_csv_fields(line: &str) -> Vec<String> {
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-embedders-pg-"))
-    url = ensure_embedded_postgres(data_dir, free_port())
-    yield url
-    stop_embedded_postgres(data_dir)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    with private_cluster("cbm-test-embedders-pg-") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

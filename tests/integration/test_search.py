@@ -8,7 +8,6 @@ counts are this module's alone); embeddings come from the suite's deterministic 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import uuid
@@ -21,11 +20,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from server.search import RRF_K, Ranking, line_kinds, text_query_terms
 from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, finish, free_port
+from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, finish, private_cluster
 
 USERS_TS = """\
 export interface User {
@@ -103,11 +101,8 @@ def write(root: Path, files: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def search_database() -> Iterator[str]:
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-search-pg-"))
-    url = ensure_embedded_postgres(data_dir, free_port())
-    yield url
-    stop_embedded_postgres(data_dir)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    with private_cluster("cbm-test-search-pg-") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

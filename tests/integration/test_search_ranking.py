@@ -9,7 +9,6 @@ any vector order.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
-from tests.integration.stack import McpClient, Stack, ToolCallError, free_port
+from tests.integration.stack import McpClient, Stack, ToolCallError, private_cluster
 from tests.integration.test_search import finish, write
 
 RETRY_PY = '''\
@@ -122,11 +120,8 @@ export function acquireSocket(pool, host, options) {
 
 @pytest.fixture(scope="module")
 def ranking_database() -> Iterator[str]:
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-test-ranking-pg-"))
-    url = ensure_embedded_postgres(data_dir, free_port())
-    yield url
-    stop_embedded_postgres(data_dir)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    with private_cluster("cbm-test-ranking-pg-") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
