@@ -189,6 +189,31 @@ class ScanResult:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
+class UnresolvablePathError(Exception):
+    """A repository path cannot be resolved (symlink loop, unusable name); the message says so."""
+
+
+def resolve_repo_path(path: Path, shown_path: str, *, strict: bool = False) -> Path:
+    """``path`` with symlinks and ``..`` resolved, in the one wording for failures that every check
+    of a repository path uses (admission in server/service.py, the planner and chunk stage here).
+
+    Raises:
+        UnresolvablePathError: a symlink loop or an OS error other than a missing path.
+        FileNotFoundError: with ``strict``, the path does not exist (the caller words that case).
+    """
+    try:
+        return path.resolve(strict=strict)
+    except FileNotFoundError:
+        if strict:
+            raise
+        reason = "No such file or directory"
+    except RuntimeError:  # Python 3.11 raises this on a symlink loop
+        reason = "symlink loop"
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+    raise UnresolvablePathError(f"repository path {shown_path} cannot be resolved: {reason}")
+
+
 class RootRejectedError(Exception):
     """The repository root may not (or cannot) be read now; the message says why and is shown as the job's error."""
 
@@ -207,15 +232,11 @@ def checked_root(repo_path: str, allowed_roots: Sequence[Path]) -> Path:
     """
     stored = Path(repo_path)
     try:
-        real = stored.resolve(strict=True)
+        real = resolve_repo_path(stored, repo_path, strict=True)
     except FileNotFoundError:
         raise RootRejectedError(f"repository path {repo_path} no longer exists") from None
-    except RuntimeError:  # Python 3.11 raises this on a symlink loop
-        raise RootRejectedError(f"repository path {repo_path} cannot be resolved: symlink loop") from None
-    except OSError as error:
-        raise RootRejectedError(
-            f"repository path {repo_path} cannot be resolved: {error.strerror or type(error).__name__}"
-        ) from None
+    except UnresolvablePathError as error:
+        raise RootRejectedError(str(error)) from None
     if real != stored:
         raise RootRejectedError(
             f"repository path {repo_path} no longer resolves to itself (it or a parent was replaced by a "

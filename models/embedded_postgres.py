@@ -76,27 +76,21 @@ class DataDirectoryConflictError(RuntimeError):
     """The port is taken by a PostgreSQL serving another data directory, or by another program."""
 
 
+def _psql(
+    host: str, port: int, sql: str, owner: str | None, *, dbname: str = "postgres", timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """One query through ``psql`` as the superuser, tuples only and unaligned (``-tA``); ``-X``: no
+    ~/.psqlrc, whose settings could change the output read back."""
+    args = [_binary("psql"), "-X", "-h", host, "-p", str(port), "-U", "postgres", "-d", dbname, "-tAc", sql]
+    return _run_as_owner(args, owner, timeout=timeout)
+
+
 def _served_data_directory(port: int, owner: str | None, host: str = "127.0.0.1") -> str | None:
     """The data directory of the PostgreSQL answering on ``port``; None if it is not one we can ask."""
     try:
-        result = _run_as_owner(
-            [
-                _binary("psql"),
-                "-X",
-                "-h",
-                host,
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                # A listener that accepts and never answers must not hang the start.
-                "-d",
-                "dbname=postgres connect_timeout=5",
-                "-tAc",
-                "SELECT current_setting('data_directory')",
-            ],
-            owner,
-            timeout=30,
+        # connect_timeout: a listener that accepts and never answers must not hang the start.
+        result = _psql(
+            host, port, "SELECT current_setting('data_directory')", owner, dbname="dbname=postgres connect_timeout=5"
         )
     except subprocess.TimeoutExpired:
         return None
@@ -216,22 +210,7 @@ def ensure_embedded_postgres(data_dir: Path, port: int, host: str = "127.0.0.1")
             time.sleep(0.1)
         # Also after a start: another cluster may have taken the port meanwhile (its own lock file).
         _check_serves(pgdata, port, owner, host)
-        result = _run_as_owner(
-            [
-                _binary("psql"),
-                "-h",
-                host,
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'",
-            ],
-            owner,
-        )
+        result = _psql(host, port, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'", owner)
         if result.stdout.strip() != "1":
             created = _run_as_owner(
                 [_binary("createdb"), "-h", host, "-p", str(port), "-U", "postgres", DATABASE_NAME], owner

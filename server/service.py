@@ -35,7 +35,7 @@ from actors.embedders import (
 )
 from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
-from actors.scanning import ALL_LANGUAGES, LANGUAGES
+from actors.scanning import ALL_LANGUAGES, LANGUAGES, UnresolvablePathError, resolve_repo_path
 from models import jobs, repositories
 from models.database import create_engine, resolve_database_url
 from models.lifecycle import JOB_STATUSES
@@ -156,13 +156,9 @@ def _display_path(path: str) -> str:
 def _resolve(candidate: Path, shown_path: str) -> Path:
     """``candidate`` with symlinks and ``..`` resolved; a loop or an unusable name is a ValidationError."""
     try:
-        return candidate.resolve()
-    except RuntimeError:  # Python 3.11 raises this on a symlink loop
-        raise ValidationError(f"repository path {shown_path} cannot be resolved: symlink loop") from None
-    except OSError as error:
-        raise ValidationError(
-            f"repository path {shown_path} cannot be resolved: {error.strerror or type(error).__name__}"
-        ) from None
+        return resolve_repo_path(candidate, shown_path)
+    except UnresolvablePathError as error:
+        raise ValidationError(str(error)) from None
 
 
 def validate_repo_path(repo_path: object, allowed_roots: list[Path]) -> Path:

@@ -22,18 +22,22 @@ StartStack = Callable[..., Stack]
 
 @pytest.fixture(scope="module")
 def start_stack(base_env: dict[str, str], make_vhost: Callable[[], str]) -> Iterator[StartStack]:
-    """``start_stack(env=..., stack_class=Stack, **stack_options)``: a started stack; all stop at module end.
+    """``start_stack(env=..., stack_class=Stack, workers=True, **stack_options)``: a started stack; all stop
+    at module end.
 
     ``env`` is added to the session's environment; a vhost of its own is used unless ``env`` names
-    a broker.
+    a broker. ``workers=False`` starts the server alone (the test attaches workers of its own).
     """
     started: list[Stack] = []
 
-    def start(*, env: dict[str, str] | None = None, stack_class: type[Stack] = Stack, **options: Any) -> Stack:
+    def start(
+        *, env: dict[str, str] | None = None, stack_class: type[Stack] = Stack, workers: bool = True, **options: Any
+    ) -> Stack:
         merged = {**base_env, "CODEBASE_MCP_BROKER_URL": make_vhost(), **(env or {})}
         stack = stack_class(env=merged, log_dir=Path(tempfile.mkdtemp(prefix="cbm-test-logs-")), **options)
         started.append(stack)
-        stack.start_workers()
+        if workers:
+            stack.start_workers()
         stack.start_server()
         return stack
 

@@ -64,34 +64,20 @@ def fake_models() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def start_stack(
-    base_env: dict[str, str], database: str, fake_models: str, make_vhost: Callable[[], str]
-) -> Iterator[Callable[..., Stack]]:
-    started: list[Stack] = []
+def start_stack(start_stack: Callable[..., Stack], database: str, fake_models: str) -> Callable[..., Stack]:
+    """``start_stack(model, dimension, workers=True, **env)``: the shared factory, on this module's
+    database and fake models, with one worker process per stack."""
 
     def start(model: str, dimension: int, *, workers: bool = True, **env: str) -> Stack:
-        stack = Stack(
-            env={
-                **base_env,
-                "CODEBASE_MCP_DATABASE_URL": database,
-                "CODEBASE_MCP_BROKER_URL": make_vhost(),
-                "CODEBASE_MCP_OLLAMA_URL": fake_models,
-                "CODEBASE_MCP_OLLAMA_MODEL": model,
-                "CODEBASE_MCP_OLLAMA_DIMENSION": str(dimension),
-                **env,
-            },
-            log_dir=Path(tempfile.mkdtemp(prefix=f"cbm-test-embedders-{model}-")),
-            worker_processes=1,
-        )
-        started.append(stack)
-        if workers:
-            stack.start_workers()
-        stack.start_server()
-        return stack
+        model_env = {
+            "CODEBASE_MCP_DATABASE_URL": database,
+            "CODEBASE_MCP_OLLAMA_URL": fake_models,
+            "CODEBASE_MCP_OLLAMA_MODEL": model,
+            "CODEBASE_MCP_OLLAMA_DIMENSION": str(dimension),
+        }
+        return start_stack(env={**model_env, **env}, workers=workers, worker_processes=1)
 
-    yield start
-    for stack in started:
-        stack.stop()
+    return start
 
 
 @pytest.fixture(scope="module")
