@@ -43,6 +43,7 @@ from actors.messages import (
 )
 from actors.resources import Resources
 from actors.scanning import RootRejectedError, checked_root, language_of, looks_binary
+from actors.storing import store_rejecting_bad_files
 from models import embedding_cache, jobs, ledger
 from models.logs import log_context
 from models.roles import file_role
@@ -440,25 +441,26 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
             return
 
         async def store(conn: AsyncConnection) -> None:
-            chunks = await store_batch(conn, repository_id, job, batch)
+            # A file PostgreSQL refuses moves to stored.failed (actors/storing.py).
+            chunks, stored = await store_rejecting_bad_files(conn, store_batch, repository_id, job, batch)
             await ledger.set_batch_counts(
                 conn,
                 job,
                 batch_no,
-                indexed=len(batch.files),
-                skipped=len(batch.skipped),
-                failed=len(batch.failed),
+                indexed=len(stored.files),
+                skipped=len(stored.skipped),
+                failed=len(stored.failed),
                 chunks=chunks,
             )
-            for relative, reason in batch.failed:
+            for relative, reason in stored.failed:
                 logger.warning("file not indexed: %s (%s)", relative, reason)
-            if batch.skipped or batch.failed:
+            if stored.skipped or stored.failed:
                 # The reasons, per file, for whoever asks why the counters say skipped/failed.
                 await jobs.add_event(
                     conn,
                     job,
                     "files_not_indexed",
-                    {"batch": batch_no, "skipped": list(batch.skipped), "failed": list(batch.failed)},
+                    {"batch": batch_no, "skipped": list(stored.skipped), "failed": list(stored.failed)},
                 )
 
         async def send(next_token: uuid.UUID) -> None:
