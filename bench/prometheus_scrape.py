@@ -128,7 +128,7 @@ def main() -> int:
         env.update(
             {
                 "CODEBASE_MCP_DATABASE_URL": url,
-                "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
+                "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=10",
                 "CODEBASE_MCP_EMBEDDER": "ollama",
                 "CODEBASE_MCP_OLLAMA_URL": embedding_url,
                 "CODEBASE_MCP_OLLAMA_MODEL": "fake-deterministic",

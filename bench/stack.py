@@ -60,7 +60,7 @@ class BenchEnvironment:
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
         subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
         self.vhosts.append(vhost)
-        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60&connection_attempts=5&retry_delay=1"
+        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=10&connection_attempts=5&retry_delay=1"
 
     def start_fake_embedder(self) -> str:
         """The tests' deterministic Ollama-compatible server (no delay unless set through :func:`control`)."""

@@ -57,7 +57,7 @@ def make_vhost(rabbitmq_ready: None) -> Iterator[object]:
         _rabbitmqctl("add_vhost", vhost)
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         created.append(vhost)
-        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60&connection_attempts=5&retry_delay=1"
+        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=10&connection_attempts=5&retry_delay=1"
 
     yield make
     for vhost in created:

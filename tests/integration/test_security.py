@@ -81,7 +81,7 @@ def broker_with_password(rabbitmq_ready: None, secret_values: Secrets) -> Iterat
     _rabbitmqctl("add_user", user, secret_values.broker_password)
     _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
     password = quote(secret_values.broker_password, safe="")
-    yield f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}?heartbeat=60&connection_attempts=3&retry_delay=1"
+    yield f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}?heartbeat=10&connection_attempts=3&retry_delay=1"
     _rabbitmqctl("delete_user", user, check=False)
     _rabbitmqctl("delete_vhost", vhost, check=False)
 

@@ -1,0 +1,120 @@
+"""A worker group frozen with SIGSTOP does not hold its messages for minutes (issue 16).
+
+A stopped process keeps its TCP connections open, so RabbitMQ gives its unacknowledged deliveries
+(prefetched and in hand) to nobody until the connections' heartbeats are missed. With the old
+``heartbeat=60`` that was about 150 s while a healthy group waited idle; the broker URLs now ask
+for ``heartbeat=10`` (RabbitMQ uses the lower of the two sides' values), which bounds the stall
+at two or three heartbeat intervals. Real server, two real worker groups, real RabbitMQ: group A
+is frozen mid-job and stays frozen until the job has completed on group B.
+
+``-s`` prints the stall: from the freeze to the moment every batch in flight at the freeze has
+moved on. Run with ``CBM_FROZEN_HEARTBEAT=60`` to measure the old setting (it then fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.fixtures.fake_embedding_server import set_embed_delay
+from tests.fixtures.generate_test_repo import generate_repo
+from tests.integration.stack import BIN, Stack, finish, free_port
+
+HEARTBEAT = int(os.environ.get("CBM_FROZEN_HEARTBEAT", "10"))
+
+
+@pytest.fixture(scope="module")
+def stack(start_stack: Callable[..., Stack], make_vhost: Callable[[], str]) -> Stack:
+    url = make_vhost().replace("heartbeat=10", f"heartbeat={HEARTBEAT}")
+    # Small batches and a small window: many batches, each in some worker's hands for a while.
+    env = {"CODEBASE_MCP_BROKER_URL": url, "CODEBASE_MCP_BATCH_SIZE": "5", "CODEBASE_MCP_BATCHES_IN_FLIGHT": "6"}
+    return start_stack(env=env, worker_processes=1, worker_threads=4)
+
+
+@pytest.fixture
+def second_group(stack: Stack) -> Iterator[subprocess.Popen[bytes]]:
+    group = stack._spawn(
+        "workers-b",
+        [str(BIN / "dramatiq"), "actors.worker", "--processes", "1", "--threads", "4"],
+        {"dramatiq_queue_prefetch": "4", "dramatiq_prom_port": str(free_port())},
+    )
+    yield group
+    Stack._kill(group, signal.SIGKILL)  # not the stack's own workers: its stop() does not know them
+
+
+async def _in_flight(db: asyncpg.Pool, job_id: str) -> dict[int, tuple[str, object]]:
+    rows = await db.fetch(
+        "SELECT batch_no, state, token FROM index_batches WHERE job_id = $1 AND state NOT IN ('pending', 'recorded')",
+        uuid.UUID(job_id),
+    )
+    return {row["batch_no"]: (row["state"], row["token"]) for row in rows}
+
+
+async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
+    stack: Stack, second_group: subprocess.Popen[bytes], db: asyncpg.Pool, fake_embedding_url: str
+) -> None:
+    repo = Path(tempfile.mkdtemp(prefix="cbm-test-frozen-")) / "repo"
+    generate_repo(repo, 300, 40, seed=61)
+    set_embed_delay(fake_embedding_url, 20.0)  # ~1 s of embedding per batch: messages stay in hand
+    assert stack.workers is not None
+    frozen_group = stack.workers.pid
+    try:
+        async with stack.client() as client:
+            started = await client.call("start_indexing_background", repo_path=str(repo), name="frozen")
+            job_id = started["job_id"]
+            deadline = time.monotonic() + 120
+            while True:
+                status = await client.call("get_indexing_status", job_id=job_id)
+                if status["batches_done"] >= 3:
+                    break
+                assert time.monotonic() < deadline and status["status"] == "running", status
+                await asyncio.sleep(0.2)
+            os.killpg(frozen_group, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            held = await _in_flight(db, job_id)
+            moved_after: float | None = None
+            # The bound: a few heartbeat intervals past the freeze (plus the remaining work, seconds);
+            # the old 60 s heartbeat kept the held batches for about 150 s.
+            limit = 6 * HEARTBEAT + 30
+            while True:
+                now = await _in_flight(db, job_id)
+                if moved_after is None and all(now.get(batch) != where for batch, where in held.items()):
+                    moved_after = time.monotonic() - frozen_at
+                status = await client.call("get_indexing_status", job_id=job_id)
+                if status["status"] != "running":
+                    break
+                elapsed = time.monotonic() - frozen_at
+                assert elapsed < limit, (
+                    f"job still {status['status']} {elapsed:.0f} s after group A was frozen (heartbeat={HEARTBEAT}): "
+                    f"{len(held)} batches held at the freeze, {status['batches_done']}/{status['batches_total']} done"
+                )
+                await asyncio.sleep(0.2)
+            completed_after = time.monotonic() - frozen_at
+            final = await finish(client, job_id)
+    finally:
+        os.killpg(frozen_group, signal.SIGCONT)
+        set_embed_delay(fake_embedding_url, 0.0)
+    assert final["status"] == "completed", final
+    assert final["files_indexed"] == final["files_total"] and final["files_failed"] == 0, final
+    moved = f"{moved_after:.1f}" if moved_after is not None else "?"
+    print(
+        f"\nfrozen worker group (heartbeat={HEARTBEAT} s): {len(held)} batches in flight at the freeze, all moved on "
+        f"{moved} s later; job completed {completed_after:.1f} s after the freeze, with group A still stopped"
+    )
+    async with db.acquire() as conn:
+        duplicates = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT file_id, ordinal FROM chunks c JOIN files f ON f.id = c.file_id "
+            "WHERE f.job_id = $1 GROUP BY 1, 2 HAVING count(*) > 1) d",
+            uuid.UUID(job_id),
+        )
+    assert duplicates == 0
