@@ -61,7 +61,7 @@ async def job_ended(engine: AsyncEngine, max_concurrent_jobs: int, finished: job
     return finished.ended
 
 
-async def redispatch_stale(conn: AsyncConnection, *, older_than_seconds: float) -> int:
+async def redispatch_stale(conn: AsyncConnection, *, older_than_seconds: float) -> list[tuple[uuid.UUID, int, str]]:
     """Re-send batches whose messages were lost (broker data loss, purged queue): none is ever stranded.
 
     A written batch only needs its record message again; any earlier stage restarts from chunking
@@ -76,4 +76,4 @@ async def redispatch_stale(conn: AsyncConnection, *, older_than_seconds: float) 
         else:
             await publish(chunk_message(job_id, batch_no, token))
             await ledger.mark_dispatched(conn, job_id, batch_no, token)
-    return len(stale)
+    return stale  # (job, batch, state) re-sent: models/stalls.py notes them in the job's status

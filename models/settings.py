@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="When set, HTTP requests (except /healthz, /readyz) need 'Authorization: Bearer <token>'.",
     )
     stale_batch_seconds: float = Field(default=900.0, gt=0, description="A dispatched batch idle this long is redone.")
+    # hostile2 (issue 16): a job whose batches stopped moving says so before they are re-sent.
+    stall_notice_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A running job none of whose batches moved this long gets a 'stalled' event and a progress note.",
+    )
     job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, description="Port of the HTTP transport.")

@@ -36,7 +36,7 @@ from actors.embedders import (
 from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
 from actors.scanning import ALL_LANGUAGES, LANGUAGES, UnresolvablePathError, resolve_repo_path
-from models import jobs, repositories
+from models import jobs, repositories, stalls
 from models.database import create_engine, resolve_database_url
 from models.lifecycle import JOB_STATUSES
 from models.logs import redact
@@ -396,7 +396,12 @@ class IndexingService:
         """Periodic upkeep: re-send lost batch messages, start pending jobs, purge old finished jobs,
         fail jobs blocked past the timeout."""
         async with self.engine.begin() as conn:
-            resent = await redispatch_stale(conn, older_than_seconds=self.settings.stale_batch_seconds)
+            stale_seconds = self.settings.stale_batch_seconds
+            await stalls.note_stalls(
+                conn, quiet_seconds=self.settings.stall_notice_seconds, stale_batch_seconds=stale_seconds
+            )
+            resent = await redispatch_stale(conn, older_than_seconds=stale_seconds)
+            await stalls.note_redispatched(conn, resent, stale_batch_seconds=stale_seconds)
             unplanned = await jobs.stale_unplanned(conn, older_than_seconds=STALE_PLAN_SECONDS)
             purged = await jobs.purge_finished(conn, older_than_days=self.settings.job_retention_days)
             # Normally the blocked batches fail their job themselves; this covers a job whose
@@ -409,7 +414,7 @@ class IndexingService:
         if overdue:
             logger.warning("upkeep: %d job(s) blocked past the timeout failed", len(overdue))
         if resent or purged:
-            logger.info("upkeep: %d stale batch(es) re-sent, %d finished job(s) purged", resent, purged)
+            logger.info("upkeep: %d stale batch(es) re-sent, %d finished job(s) purged", len(resent), purged)
 
     # --- search --------------------------------------------------------------------------------
 
