@@ -41,8 +41,27 @@ from tests.fixtures.fake_embedding_server import set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import BIN, Stack
 
-READY_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*ready for action", re.MULTILINE)
-COLUMNS = ("listening", "workers", "claim", "recorded", "resume", "ready", "readyz_max", "test_resume")
+STAMP = r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]? "
+READY_LINE = re.compile(STAMP + r".*ready for action", re.MULTILINE)
+#: Log lines that mark the server's start: its first line (imports and settings done), resume done.
+SERVER_LINES = {
+    "server_imported": re.compile(STAMP + r".*log file: ", re.MULTILINE),
+    "server_resumed": re.compile(STAMP + r".*resumed \d+ running job", re.MULTILINE),
+}
+RESOURCES_LINE = re.compile(STAMP + r".*worker resources ready", re.MULTILINE)
+COLUMNS = (
+    "server_imported",
+    "server_resumed",
+    "listening",
+    "workers",
+    "resources",
+    "claim",
+    "recorded",
+    "resume",
+    "ready",
+    "readyz_max",
+    "test_resume",
+)
 
 
 @dataclass
@@ -51,9 +70,9 @@ class Run:
     figures: dict[str, float]
 
 
-def _ready_times(log: Path) -> list[float]:
+def _stamps(log: Path, line: re.Pattern[str]) -> list[float]:
     text = log.read_text(errors="replace") if log.exists() else ""
-    return [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in READY_LINE.findall(text)]
+    return [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in line.findall(text)]
 
 
 async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: float) -> Run:
@@ -125,8 +144,13 @@ async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: floa
         figures["readyz_max"] = max(readyz_calls)
         # What test_restart_recovery measures: it waits for /readyz, then polls the status.
         figures["test_resume"] = max(figures["ready"], figures["resume"])
-        ready = _ready_times(worker_log)
+        ready = _stamps(worker_log, READY_LINE)
         figures["workers"] = (max(ready) - restart_wall) if len(ready) >= stack.worker_processes else float("nan")
+        opened = _stamps(worker_log, RESOURCES_LINE)
+        figures["resources"] = (min(opened) - restart_wall) if opened else float("nan")
+        for name, line in SERVER_LINES.items():
+            after = [stamp for stamp in _stamps(Path(log_file), line) if stamp >= restart_wall]
+            figures[name] = (min(after) - restart_wall) if after else float("nan")
         return Run(before["progress_percentage"], figures)
     finally:
         await db.close()
@@ -188,13 +212,13 @@ async def main_async(args: argparse.Namespace) -> int:
         for index in range(args.runs):
             run = await one_run(bench, args.files, seed=1000 + index, delay_ms=args.delay_ms)
             runs.append(run)
-            shown = "  ".join(f"{name} {run.figures.get(name, float('nan')):5.2f}" for name in COLUMNS)
+            shown = " ".join(f"{name} {run.figures.get(name, float('nan')):.2f}" for name in COLUMNS)
             print(f"run {index + 1:2d}: killed at {run.killed_at_pct:3d} %  {shown}", flush=True)
         if args.keep:
             print(f"logs under {bench.work}")
     print(f"\n{len(runs)} runs, {args.files} files; seconds after the restart, min / median / p95 / max:")
     for name in COLUMNS:
-        print(f"  {name:9s} {_summary([run.figures.get(name, float('nan')) for run in runs])}")
+        print(f"  {name:15s} {_summary([run.figures.get(name, float('nan')) for run in runs])}")
     return 0
 
 
