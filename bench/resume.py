@@ -98,6 +98,10 @@ async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: floa
                 await asyncio.sleep(0.2)
         stack.kill_server(signal.SIGKILL)
         stack.kill_workers(signal.SIGKILL)
+        # Batches may be recorded between the last status read and the kill: count them now.
+        done_at_kill = await db.fetchval(
+            "SELECT count(*) FROM index_batches WHERE job_id = $1 AND state = 'recorded'", uuid.UUID(job_id)
+        )
         await asyncio.sleep(2)
         restart_wall = time.time()
         restart = time.monotonic()
@@ -135,7 +139,7 @@ async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: floa
                 await _watch_ledger(db, job, restart_db, restart, figures)
                 if "resume" not in figures:
                     status = await client.call("get_indexing_status", job_id=job_id)
-                    moved = status["batches_done"] > before["batches_done"] or status["status"] == "completed"
+                    moved = status["batches_done"] > done_at_kill or status["status"] == "completed"
                     if status["status"] in ("running", "completed") and moved:
                         figures["resume"] = time.monotonic() - restart
                 _deadline(restart, figures, stack)
