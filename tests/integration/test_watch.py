@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -23,7 +25,7 @@ from server.watcher import watch_lease
 from tests.fixtures.fake_embedding_server import set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.conftest import StartStack
-from tests.integration.stack import McpClient, Stack, ToolCallError, finish, wait_for
+from tests.integration.stack import BIN, REPO_ROOT, McpClient, Stack, ToolCallError, finish, wait_for
 
 #: Generous: the machine is shared by several engineers' test runs.
 BOUND_SECONDS = 90.0
@@ -56,7 +58,8 @@ def module_source(token: str, functions: int = 2) -> str:
 
 async def repository(client: McpClient, path: Path) -> dict[str, Any]:
     listed = await client.call("list_repositories")
-    return next(repo for repo in listed["repositories"] if repo["path"] == str(path.resolve()))
+    found = [repo for repo in listed["repositories"] if repo["path"] == str(path.resolve())]
+    return found[0] if found else {"watch_caught_up_at": None, "active_job_id": None, "watched": False}
 
 
 async def caught_up(client: McpClient, path: Path, after: str = "") -> dict[str, Any]:
@@ -335,3 +338,57 @@ async def test_bad_watch_requests_say_what_is_wrong(stack: Stack) -> None:
         await caught_up(client, repo)
         answer = await client.call("unwatch_repository", repository="moved")
         assert answer["watched"] is False
+
+
+def _collect(stream: IO[bytes], lines: list[str]) -> None:
+    # extend() appends line by line as the pipe delivers them, so the test sees each at once.
+    lines.extend(raw.decode("utf-8", "replace") for raw in stream)
+
+
+async def test_cli_index_watch_keeps_running_and_reindexes_on_save(stack: Stack, fake_embedding_url: str) -> None:
+    set_embed_delay(fake_embedding_url, 0)
+    repo = new_repo("cli", files=10, seed=9)
+    command = [str(BIN / "codebase-mcp"), "index", str(repo), "--watch", "--workers", "never"]
+    process = subprocess.Popen(
+        command,
+        env={**stack.env, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=_collect, args=(process.stdout, out), daemon=True),
+        threading.Thread(target=_collect, args=(process.stderr, err), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+
+    async def printed(lines: list[str], text: str) -> bool:
+        assert process.poll() is None, f"index --watch exited: {''.join(err)}"
+        return any(text in line for line in lines)
+
+    try:
+        # The first job ended and the command went on watching.
+        await wait_for(lambda: printed(err, f"watching {repo.resolve()}"), timeout=BOUND_SECONDS, what="watching")
+        async with stack.client() as client:
+            assert (await repository(client, repo))["watched"] is True
+            await caught_up(client, repo)
+            reported = sum("completed: " in line for line in out)
+            token = f"cli{uuid.uuid4().hex[:10]}"
+            (repo / "from_cli.py").write_text(module_source(token), encoding="utf-8")
+            await findable_after(client, repo, token, time.perf_counter(), "index --watch")
+
+            # The job the save caused is reported, whichever process ran the watch.
+            async def reported_more() -> bool:
+                return await printed(out, "") and sum("completed: " in line for line in out) > reported
+
+            await wait_for(reported_more, timeout=BOUND_SECONDS, what="the CLI to report the job")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        for reader in readers:
+            reader.join(timeout=10)
+    assert process.returncode == 0, "".join(err)
+    assert any("stays watched" in line for line in err), err
