@@ -60,6 +60,8 @@ WATCH_POLL_SECONDS = 1.0
 JOB_POLL_SECONDS = 0.2
 #: A repository that never stops changing (a log written every few ms) is re-indexed this often anyway.
 MAX_DELAY_SECONDS = 10.0
+#: How often a watch checks that its root is still the directory it watches.
+ROOT_CHECK_SECONDS = 5.0
 #: Backoff after a failure to watch or to start a job: from the first value, doubling, up to the cap.
 RETRY_SECONDS = (1.0, 30.0)
 #: An mtime this much before the indexing job began proves the file was read as it is (coarse clocks).
@@ -102,9 +104,13 @@ class ChangeFilter:
         return not any(os.path.lexists(self.root.joinpath(*parts[:depth], ".git")) for depth in range(1, len(parts)))
 
 
+class RootGoneError(Exception):
+    """The watched directory is not there (moved, deleted, replaced by a file); the watch retries."""
+
+
 def _reason(error: BaseException) -> str:
     """What ``watch_error`` says about a failure: the caller-facing text, a dependency named, or the type."""
-    if isinstance(error, CallerError):
+    if isinstance(error, CallerError | RootGoneError):
         return redact(str(error))
     return outage_message(error) or redact(f"{type(error).__name__}: {error}")
 
@@ -158,17 +164,21 @@ class RepositoryWatch:
         while True:
             try:
                 if not root.is_dir():
-                    raise FileNotFoundError(f"repository path {root} is not a directory (any more)")
-                async for _changes in awatch(
+                    raise RootGoneError(f"repository path {root} is no longer a directory; watching again once it is")
+                async for changes in awatch(
                     root,
                     watch_filter=ChangeFilter(root),
                     step=50,
+                    # An empty set every ROOT_CHECK_SECONDS: a root moved away raises no event of its own.
+                    rust_timeout=int(ROOT_CHECK_SECONDS * 1000),
+                    yield_on_timeout=True,
                     ignore_permission_denied=True,
                 ):
-                    self.changed()
-                    failures = 0
+                    if changes:
+                        self.changed()
+                        failures = 0
                     if not root.is_dir():
-                        break  # deleted or replaced: inotify no longer sees it; watch it anew
+                        break  # deleted, moved or replaced: inotify no longer sees it; watch it anew
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # gone directory, inotify limits: stored, retried

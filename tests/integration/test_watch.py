@@ -392,3 +392,32 @@ async def test_cli_index_watch_keeps_running_and_reindexes_on_save(stack: Stack,
             reader.join(timeout=10)
     assert process.returncode == 0, "".join(err)
     assert any("stays watched" in line for line in err), err
+
+
+async def test_a_vanished_directory_is_reported_and_the_watch_resumes(stack: Stack, fake_embedding_url: str) -> None:
+    set_embed_delay(fake_embedding_url, 0)
+    repo = new_repo("vanishing", files=5, seed=10)
+    away = repo.with_name("vanishing-away")
+    async with stack.client() as client:
+        started = await client.call("start_indexing_background", repo_path=str(repo), watch=True)
+        await finish(client, started["job_id"])
+        await caught_up(client, repo)
+        repo.rename(away)
+
+        async def reported() -> str | None:
+            return (await repository(client, repo))["watch_error"]  # type: ignore[no-any-return]
+
+        error = await wait_for(reported, timeout=BOUND_SECONDS, what="watch_error")
+        print(f"\n[watch] watch_error: {error}")
+        assert str(repo) in error and ("not found" in error or "no longer a directory" in error), error
+        assert (await repository(client, repo))["watched"] is True
+
+        away.rename(repo)
+        token = f"back{uuid.uuid4().hex[:10]}"
+        (repo / "back.py").write_text(module_source(token), encoding="utf-8")
+        await findable_after(client, repo, token, time.perf_counter(), "directory back in place")
+
+        async def cleared() -> bool:
+            return (await reported()) is None
+
+        await wait_for(cleared, timeout=BOUND_SECONDS, what="watch_error to clear")
