@@ -73,6 +73,13 @@ async def caught_up(client: McpClient, path: Path, after: str = "") -> dict[str,
     return await wait_for(settled, timeout=BOUND_SECONDS, what=f"the watch of {path} to catch up")  # type: ignore[no-any-return]
 
 
+async def indexed_and_watched(client: McpClient, path: Path) -> dict[str, Any]:
+    """Index ``path`` with ``watch=true``; the repository once the job completed and the watch caught up."""
+    started = await client.call("start_indexing_background", repo_path=str(path), watch=True)
+    assert (await finish(client, started["job_id"]))["status"] == "completed"
+    return await caught_up(client, path)
+
+
 async def text_hits(client: McpClient, path: Path, token: str) -> list[dict[str, Any]]:
     result = await client.call("search_code", query=token, repository=str(path.resolve()), mode="text", scope="all")
     return [hit for hit in result["results"] if token in hit["snippet"]]
@@ -99,9 +106,7 @@ async def test_a_save_is_findable_with_no_call_from_the_client(stack: Stack, fak
     set_embed_delay(fake_embedding_url, 0)
     repo = new_repo("save")
     async with stack.client() as client:
-        started = await client.call("start_indexing_background", repo_path=str(repo), watch=True)
-        assert (await finish(client, started["job_id"]))["status"] == "completed"
-        listed = await caught_up(client, repo)
+        listed = await indexed_and_watched(client, repo)
         assert listed["watched"] is True and listed["watch_error"] is None
 
         # A new file, then an edit of an existing one: each findable by its words, nobody asked.
@@ -146,9 +151,7 @@ async def test_a_burst_of_saves_during_a_job_queues_one_follow_up(stack: Stack, 
     set_embed_delay(fake_embedding_url, 0)
     repo = new_repo("burst", seed=2)
     async with stack.client() as client:
-        started = await client.call("start_indexing_background", repo_path=str(repo), watch=True)
-        await finish(client, started["job_id"])
-        await caught_up(client, repo)
+        await indexed_and_watched(client, repo)
         known = {job["job_id"] for job in await jobs_of(client, repo)}
 
         # A slow job: ten new files to embed at 150 ms per text.
@@ -188,9 +191,7 @@ async def test_the_watch_survives_a_restart_and_catches_up(stack: Stack, fake_em
     set_embed_delay(fake_embedding_url, 0)
     repo = new_repo("restart", seed=3)
     async with stack.client() as client:
-        started = await client.call("start_indexing_background", repo_path=str(repo), watch=True)
-        await finish(client, started["job_id"])
-        before = await caught_up(client, repo)
+        before = await indexed_and_watched(client, repo)
     stack.kill_server(signal.SIGKILL)
     # Saved while no server runs: only the next server's catch-up can find it.
     token = f"offline{uuid.uuid4().hex[:10]}"
@@ -213,9 +214,7 @@ async def test_one_server_watches_and_another_takes_over(
     set_embed_delay(fake_embedding_url, 0)
     repo = new_repo("takeover", seed=4)
     async with stack.client() as client:
-        started = await client.call("start_indexing_background", repo_path=str(repo), watch=True)
-        await finish(client, started["job_id"])
-        await caught_up(client, repo)
+        await indexed_and_watched(client, repo)
     # A second server on the same vhost and database (and its own workers).
     other = start_stack(env={**stack.env, "CODEBASE_MCP_DATA_DIR": data_dir})
     settings = Settings(
@@ -399,9 +398,7 @@ async def test_a_vanished_directory_is_reported_and_the_watch_resumes(stack: Sta
     repo = new_repo("vanishing", files=5, seed=10)
     away = repo.with_name("vanishing-away")
     async with stack.client() as client:
-        started = await client.call("start_indexing_background", repo_path=str(repo), watch=True)
-        await finish(client, started["job_id"])
-        await caught_up(client, repo)
+        await indexed_and_watched(client, repo)
         repo.rename(away)
 
         async def reported() -> str | None:
