@@ -106,7 +106,8 @@ def _render_search(result: Any) -> None:
         console.print(
             f"[bold]{rank:>2}.[/bold] [cyan]{hit.repository}[/cyan]:[green]{hit.file_path}[/green]"
             f":{hit.start_line}-{hit.end_line}{symbol}  [dim]{hit.language}  score {hit.score:.4f}"
-            f"{'  (' + ranks + ')' if ranks else ''}[/dim]",
+            f"{'  (' + ranks + ')' if ranks else ''}[/dim]"
+            f"{'  [yellow]stale: changed on disk since indexed[/yellow]' if hit.stale else ''}",
             markup=True,
         )
         console.print(
