@@ -440,6 +440,13 @@ def main() -> int:
     parser.add_argument("--search-sizes", help="chunks for the search section (default 10000,100000; quick 10000)")
     parser.add_argument("--scaling", default="1,2,4", help="worker process counts of the scaling section")
     parser.add_argument("--batch-sizes", default="8,16,32,64")
+    parser.add_argument("--watch-files", type=int, default=1000, help="files of the watched repository (watch)")
+    parser.add_argument(
+        "--watch-embedder",
+        choices=["default", "fake"],
+        default="default",
+        help="watch: the default embedder (CODEBASE_MCP_EMBEDDER) or the zero-cost fake one (large repositories)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -558,11 +565,9 @@ def main() -> int:
                 done("scaling", rows)
         if "watch" in sections:
             with guarded("watch"):
-                files, saves = (100, 4) if args.quick else (1000, 10)
-                done(
-                    "watch",
-                    watch_latency(bench, embedder=settings.embedder, files=files, lines=args.lines, saves=saves),
-                )
+                files, saves = (100, 4) if args.quick else (args.watch_files, 10)
+                embedder = "fake" if args.watch_embedder == "fake" else settings.embedder
+                done("watch", watch_latency(bench, embedder=embedder, files=files, lines=args.lines, saves=saves))
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(table(results))
     out_dir = ROOT / "bench" / "results"
