@@ -79,7 +79,8 @@ async def _measure(client: McpClient, database_url: str, path: Path, saves: int)
         for index in range(saves):
             await asyncio.sleep(1.0)  # quiet before each save: the previous job is over
             before = len((await client.call("list_indexing_jobs", repo_path=str(path), limit=500))["jobs"])
-            token = f"w{uuid.uuid4().hex[:12]}"
+            # Letters only: full-text search splits a word at its digits, and would rank other files first.
+            token = "saved" + "".join("abcdefghijklmnop"[int(digit, 16)] for digit in uuid.uuid4().hex[:12])
             target = path / f"saved_{index}.py" if index % 2 == 0 else existing[index % len(existing)]
             target.write_text(_source(token), encoding="utf-8")
             saved = time.perf_counter()

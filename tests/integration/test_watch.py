@@ -48,6 +48,11 @@ def new_repo(name: str, files: int = 30, seed: int = 1) -> Path:
     return repo
 
 
+def word(prefix: str) -> str:
+    """A word no other file holds, letters only: digits inside a word make full-text search split it."""
+    return prefix + "".join("abcdefghijklmnop"[int(digit, 16)] for digit in uuid.uuid4().hex[:12])
+
+
 def module_source(token: str, functions: int = 2) -> str:
     """Python whose every function carries ``token``, a word no other file holds."""
     lines = [f'"""Module {token}."""', ""]
@@ -110,17 +115,17 @@ async def test_a_save_is_findable_with_no_call_from_the_client(stack: Stack, fak
         assert listed["watched"] is True and listed["watch_error"] is None
 
         # A new file, then an edit of an existing one: each findable by its words, nobody asked.
-        token = f"fresh{uuid.uuid4().hex[:10]}"
+        token = word("fresh")
         (repo / "added_module.py").write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "new file")
 
         edited = sorted(repo.rglob("module_*.py"))[3]
-        token = f"edited{uuid.uuid4().hex[:10]}"
+        token = word("edited")
         edited.write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "edited file")
 
         # A deleted file leaves the index by itself too.
-        deleted_token = f"gone{uuid.uuid4().hex[:10]}"
+        deleted_token = word("gone")
         (repo / "doomed.py").write_text(module_source(deleted_token), encoding="utf-8")
         await findable_after(client, repo, deleted_token, time.perf_counter(), "file to delete")
         (repo / "doomed.py").unlink()
@@ -140,7 +145,7 @@ async def test_a_save_is_findable_with_no_call_from_the_client(stack: Stack, fak
         (repo / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
         time.sleep(1.0)  # five debounce times: a job these caused would be one of its own
         # Then a relevant save: its job is the only one the four changes cause.
-        token = f"after{uuid.uuid4().hex[:10]}"
+        token = word("after")
         (repo / "after_ignored.py").write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "save after ignored changes")
         await caught_up(client, repo)
@@ -158,7 +163,7 @@ async def test_a_burst_of_saves_during_a_job_queues_one_follow_up(stack: Stack, 
         set_embed_delay(fake_embedding_url, 150)
         try:
             for index in range(10):
-                (repo / f"slow_{index}.py").write_text(module_source(f"slow{index}x{uuid.uuid4().hex[:6]}", 4))
+                (repo / f"slow_{index}.py").write_text(module_source(word("slow"), 4))
 
             async def running_job() -> dict[str, Any] | None:
                 fresh = [job for job in await jobs_of(client, repo) if job["job_id"] not in known]
@@ -167,9 +172,9 @@ async def test_a_burst_of_saves_during_a_job_queues_one_follow_up(stack: Stack, 
             first = await wait_for(running_job, timeout=BOUND_SECONDS, interval=0.05, what="the watch's job")
             # The burst: 25 saves of five files while that job runs.
             last_token = ""
-            for round_no in range(5):
+            for _round in range(5):
                 for index in range(5):
-                    last_token = f"burst{round_no}x{index}x{uuid.uuid4().hex[:6]}"
+                    last_token = word("burst")
                     (repo / f"burst_{index}.py").write_text(module_source(last_token), encoding="utf-8")
                 time.sleep(0.05)
             status = await client.call("get_indexing_status", job_id=first["job_id"])
@@ -194,7 +199,7 @@ async def test_the_watch_survives_a_restart_and_catches_up(stack: Stack, fake_em
         before = await indexed_and_watched(client, repo)
     stack.kill_server(signal.SIGKILL)
     # Saved while no server runs: only the next server's catch-up can find it.
-    token = f"offline{uuid.uuid4().hex[:10]}"
+    token = word("offline")
     (repo / "while_down.py").write_text(module_source(token), encoding="utf-8")
     saved = time.perf_counter()
     stack.start_server()
@@ -203,7 +208,7 @@ async def test_the_watch_survives_a_restart_and_catches_up(stack: Stack, fake_em
         after = await caught_up(client, repo, before["watch_caught_up_at"])
         assert after["watched"] is True and after["watch_error"] is None
         # And it goes on watching.
-        token = f"online{uuid.uuid4().hex[:10]}"
+        token = word("online")
         (repo / "after_restart.py").write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "after the restart")
 
@@ -228,14 +233,14 @@ async def test_one_server_watches_and_another_takes_over(
     assert not lease.try_acquire(), "the lease is held"
     async with other.client() as client:
         before = len(await jobs_of(client, repo))
-        token = f"both{uuid.uuid4().hex[:10]}"
+        token = word("both")
         (repo / "both_alive.py").write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "two servers")
         await caught_up(client, repo)
         assert len(await jobs_of(client, repo)) == before + 1, "one server watched, not two"
 
         stack.kill_server(signal.SIGKILL)
-        token = f"taken{uuid.uuid4().hex[:10]}"
+        token = word("taken")
         (repo / "taken_over.py").write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "after the watching server died")
         await wait_for(
@@ -269,7 +274,7 @@ async def test_unwatch_stops_the_watch(stack: Stack, fake_embedding_url: str) ->
         jobs_before = len(await jobs_of(client, quiet))
 
         # Saved in both at once: the control repository's job proves a watch would have reacted.
-        quiet_token, control_token = f"quiet{uuid.uuid4().hex[:10]}", f"control{uuid.uuid4().hex[:10]}"
+        quiet_token, control_token = word("quiet"), word("control")
         (quiet / "saved.py").write_text(module_source(quiet_token), encoding="utf-8")
         (control / "saved.py").write_text(module_source(control_token), encoding="utf-8")
         await findable_after(client, control, control_token, time.perf_counter(), "control repository")
@@ -281,7 +286,7 @@ async def test_unwatch_stops_the_watch(stack: Stack, fake_embedding_url: str) ->
 async def test_search_hits_of_changed_files_are_marked_stale(stack: Stack, fake_embedding_url: str) -> None:
     set_embed_delay(fake_embedding_url, 0)
     repo = new_repo("stale", seed=7)
-    token = f"stale{uuid.uuid4().hex[:10]}"
+    token = word("stale")
     for name in ("kept.py", "edited.py", "resized.py", "deleted.py", "escaped.py"):
         (repo / name).write_text(module_source(token), encoding="utf-8")
     async with stack.client() as client:  # not watched: the index stays as it was
@@ -375,7 +380,7 @@ async def test_cli_index_watch_keeps_running_and_reindexes_on_save(stack: Stack,
             assert (await repository(client, repo))["watched"] is True
             await caught_up(client, repo)
             reported = sum("completed: " in line for line in out)
-            token = f"cli{uuid.uuid4().hex[:10]}"
+            token = word("cli")
             (repo / "from_cli.py").write_text(module_source(token), encoding="utf-8")
             await findable_after(client, repo, token, time.perf_counter(), "index --watch")
 
@@ -410,7 +415,7 @@ async def test_a_vanished_directory_is_reported_and_the_watch_resumes(stack: Sta
         assert (await repository(client, repo))["watched"] is True
 
         away.rename(repo)
-        token = f"back{uuid.uuid4().hex[:10]}"
+        token = word("back")
         (repo / "back.py").write_text(module_source(token), encoding="utf-8")
         await findable_after(client, repo, token, time.perf_counter(), "directory back in place")
 
