@@ -1,6 +1,6 @@
 """The benchmark suite, one command: every figure measured in the same run on the same machine.
 
-    python -m bench [--quick] [--sections embedder,pipeline,orchestration,latency,resume,search,scaling]
+    python -m bench [--quick] [--sections embedder,pipeline,orchestration,latency,resume,search,scaling,watch]
 
 Sections:
   embedder       raw throughput of the default local embedder (CODEBASE_MCP_EMBEDDER: local or
@@ -15,6 +15,8 @@ Sections:
   search         search p50/p95 (query embedded by the real model) and HNSW recall@10 vs an exact
                  scan, at each of --search-sizes chunks (rows inserted directly, deterministic vectors)
   scaling        pipeline with 1, 2, 4 worker processes (real model and fake embedder)
+  watch          a watched repository with the default embedder: seconds from saving a file to a
+                 text search that finds its new text, and to its new vector (bench/watch.py)
 
 Prints a table and writes ``bench/results/bench_<timestamp>.json`` (and ``bench/results/latest.json``).
 """
@@ -45,13 +47,14 @@ from bench.stack import (
     peak_rss_mib,
     sample_texts,
 )
+from bench.watch import watch_latency
 from models.lifecycle import TERMINAL_STATUSES
 from models.settings import Settings
 from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient, Stack
 
-SECTIONS = ("embedder", "pipeline", "orchestration", "latency", "resume", "search", "scaling")
+SECTIONS = ("embedder", "pipeline", "orchestration", "latency", "resume", "search", "scaling", "watch")
 TERMINAL = TERMINAL_STATUSES
 
 
@@ -437,6 +440,13 @@ def main() -> int:
     parser.add_argument("--search-sizes", help="chunks for the search section (default 10000,100000; quick 10000)")
     parser.add_argument("--scaling", default="1,2,4", help="worker process counts of the scaling section")
     parser.add_argument("--batch-sizes", default="8,16,32,64")
+    parser.add_argument("--watch-files", type=int, default=1000, help="files of the watched repository (watch)")
+    parser.add_argument(
+        "--watch-embedder",
+        choices=["default", "fake"],
+        default="default",
+        help="watch: the default embedder (CODEBASE_MCP_EMBEDDER) or the zero-cost fake one (large repositories)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -553,6 +563,11 @@ def main() -> int:
                     rows.append({"processes": processes, "local_threads": int(threads), "real": real, "fake": fake})
                     print(f"   scaling {processes}: {json.dumps(rows[-1])}", flush=True)
                 done("scaling", rows)
+        if "watch" in sections:
+            with guarded("watch"):
+                files, saves = (100, 4) if args.quick else (args.watch_files, 10)
+                embedder = "fake" if args.watch_embedder == "fake" else settings.embedder
+                done("watch", watch_latency(bench, embedder=embedder, files=files, lines=args.lines, saves=saves))
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(table(results))
     out_dir = ROOT / "bench" / "results"
@@ -605,6 +620,12 @@ def table(results: dict[str, Any]) -> str:
         )
         for row in results.get("scaling", [])
     )
+    if "watch" in results:
+        w = results["watch"]
+        where = f"{w['files']} files, {w['embedder']}"
+        for key, label in (("save_to_text", "text, target < 5 s"), ("save_to_vector", "vector")):
+            figures = w[key]
+            rows.append((f"watch: save to {label} ({where})", f"p50 {figures['p50_s']} / p95 {figures['p95_s']} s"))
     width = max((len(name) for name, _ in rows), default=10)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

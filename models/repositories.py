@@ -35,6 +35,9 @@ class RepositoryRow:
     dimension: int | None
     active_job_id: uuid.UUID | None
     active_job_status: str | None
+    watched: bool = False
+    watch_caught_up_at: datetime | None = None
+    watch_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,8 @@ class Deleted:
 _LISTING = (
     "SELECT r.id, r.name, r.path, r.created_at, r.last_indexed_at, r.embedder, r.dimension,"
     " COALESCE(fc.files, 0) AS files, COALESCE(fc.languages, ARRAY[]::text[]) AS languages,"
-    " COALESCE(cc.chunks, 0) AS chunks, aj.id AS active_job_id, aj.status AS active_job_status"
+    " COALESCE(cc.chunks, 0) AS chunks, aj.id AS active_job_id, aj.status AS active_job_status,"
+    " r.watched, r.watch_caught_up_at, r.watch_error"
     " FROM repositories r"
     " LEFT JOIN LATERAL (SELECT count(*) AS files, array_agg(DISTINCT language ORDER BY language) AS languages"
     "  FROM files WHERE repository_id = r.id) fc ON true"
@@ -71,6 +75,9 @@ def _row(row: Any) -> RepositoryRow:
         dimension=row.dimension,
         active_job_id=row.active_job_id,
         active_job_status=row.active_job_status,
+        watched=row.watched,
+        watch_caught_up_at=row.watch_caught_up_at,
+        watch_error=row.watch_error,
     )
 
 
@@ -154,3 +161,94 @@ async def delete_repository(conn: AsyncConnection, repository_id: uuid.UUID) -> 
     # Jobs, their batches and events go with the row (ON DELETE CASCADE).
     await conn.execute(text("DELETE FROM repositories WHERE id = :id"), {"id": repository_id})
     return Deleted(files=int(files or 0), chunks=int(chunks or 0), jobs=int(job_count or 0))
+
+
+# --- watches (server/watcher.py) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedRepository:
+    id: uuid.UUID
+    name: str
+    path: str
+
+
+async def set_watched(conn: AsyncConnection, repository_id: uuid.UUID, watched: bool) -> None:
+    """Turn the repository's watch on or off; turning it on clears the error of an earlier watch."""
+    await conn.execute(
+        text(
+            "UPDATE repositories SET watched = :watched,"
+            " watch_error = CASE WHEN :watched THEN NULL ELSE watch_error END WHERE id = :id"
+        ),
+        {"id": repository_id, "watched": watched},
+    )
+
+
+async def watch_path(conn: AsyncConnection, path: str) -> None:
+    """Watch the repository stored at ``path`` (admitted just before, so its row exists)."""
+    await conn.execute(
+        text("UPDATE repositories SET watched = true, watch_error = NULL WHERE path = :path"), {"path": path}
+    )
+
+
+async def watched_repositories(conn: AsyncConnection) -> list[WatchedRepository]:
+    """Every watched repository, by path."""
+    rows = await conn.execute(text("SELECT id, name, path FROM repositories WHERE watched ORDER BY path"))
+    return [WatchedRepository(row.id, row.name, row.path) for row in rows]
+
+
+async def watched_name(conn: AsyncConnection, repository_id: uuid.UUID) -> str | None:
+    """The repository's name while it is watched; None once unwatched or deleted."""
+    name = await conn.scalar(text("SELECT name FROM repositories WHERE id = :id AND watched"), {"id": repository_id})
+    return str(name) if name is not None else None
+
+
+async def active_job(conn: AsyncConnection, path: str) -> uuid.UUID | None:
+    """The pending, running or blocked job on the repository at ``path``, if any (one by construction)."""
+    found = await conn.scalar(
+        text("SELECT id FROM indexing_jobs WHERE repo_path = :path AND status = ANY(:active) LIMIT 1"),
+        {"path": path, "active": list(ACTIVE_STATUSES)},
+    )
+    return found if isinstance(found, uuid.UUID) else None
+
+
+async def record_watch_outcome(
+    conn: AsyncConnection, repository_id: uuid.UUID, *, caught_up_at: datetime | None, error: str | None
+) -> None:
+    """After a job the watch started: when it completed (the index caught up), or why the watch is stuck."""
+    await conn.execute(
+        text(
+            "UPDATE repositories SET watch_caught_up_at = COALESCE(:caught_up_at, watch_caught_up_at),"
+            " watch_error = :error WHERE id = :id"
+        ),
+        {"id": repository_id, "caught_up_at": caught_up_at, "error": error},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFile:
+    """What the index stored of one file, to tell whether the file changed on disk since."""
+
+    content_hash: str
+    size_bytes: int
+    #: Start of the job that indexed it: a file last modified before then was read as it is now.
+    job_started_at: datetime | None
+
+
+async def indexed_files(conn: AsyncConnection, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], IndexedFile]:
+    """``(repository path, file path) -> IndexedFile`` of the ``wanted`` files that are in the index."""
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        text(
+            "SELECT r.path AS repository_path, f.path, f.content_hash, f.size_bytes, j.started_at"
+            " FROM unnest(CAST(:repos AS text[]), CAST(:paths AS text[])) AS w(repo, path)"
+            " JOIN repositories r ON r.path = w.repo JOIN files f ON f.repository_id = r.id AND f.path = w.path"
+            " LEFT JOIN indexing_jobs j ON j.id = f.job_id"
+        ),
+        {"repos": [repo for repo, _ in wanted], "paths": [path for _, path in wanted]},
+    )
+    return {
+        (row.repository_path, row.path): IndexedFile(row.content_hash, int(row.size_bytes), row.started_at)
+        for row in rows
+    }

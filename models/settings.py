@@ -154,6 +154,17 @@ class Settings(BaseSettings):
         le=30,
         description="A tool that publishes first checks RabbitMQ's port this fast and fails at once if it is down.",
     )
+    # Watched repositories (issue 12 item 3, server/watcher.py).
+    watch_enabled: bool = Field(
+        default=True,
+        description="This server may run the stored watches (one server per broker vhost and database does).",
+    )
+    watch_debounce_ms: int = Field(
+        default=300,
+        ge=0,
+        le=60_000,
+        description="A watched repository is re-indexed once no file of it changed for this long.",
+    )
     log_level: str = Field(default="INFO", description="Log level of every process.")
     log_json: bool = Field(default=False, description="One JSON object per log line instead of text.")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Computed,
@@ -50,6 +51,10 @@ repositories = Table(
     Column("dimension", Integer, nullable=True),
     _now_column("created_at"),
     _now_column("last_indexed_at", nullable=True),
+    #: Kept fresh on every save by the server holding the watch lease (migration 0007, server/watcher.py).
+    Column("watched", Boolean, nullable=False, server_default=text("false")),
+    _now_column("watch_caught_up_at", nullable=True),
+    Column("watch_error", Text, nullable=True),
 )
 
 files = Table(

@@ -27,7 +27,15 @@ from models.settings import Settings
 from server.auth import BearerTokenMiddleware
 from server.errors import CallerError, outage_message
 from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
-from server.schemas import DeletedRepository, JobList, JobStatus, RepositoryList, SearchResult, StartResult
+from server.schemas import (
+    DeletedRepository,
+    JobList,
+    JobStatus,
+    RepositoryList,
+    SearchResult,
+    StartResult,
+    WatchResult,
+)
 from server.service import (
     MAX_FILTER_CHARS,
     MAX_LIST_LIMIT,
@@ -39,6 +47,7 @@ from server.service import (
 )
 from server.sessions import bound_sessions
 from server.supervisor import supervised_workers
+from server.watcher import watching
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +55,8 @@ T = TypeVar("T")
 INSTRUCTIONS = (
     "Semantic code search over local repositories. Index a repository with start_indexing_background "
     "(returns at once with a job id), follow it with get_indexing_status, then ask search_code. "
-    "list_repositories shows what is indexed."
+    "list_repositories shows what is indexed. watch_repository (or start_indexing_background with watch=true) "
+    "keeps a repository fresh on every save."
 )
 UPKEEP_INTERVAL_SECONDS = 30.0
 
@@ -159,6 +169,14 @@ RepositoryReference = Annotated[
         description="Name or absolute path of an indexed repository (see list_repositories)",
     ),
 ]
+WatchFlag = Annotated[
+    bool,
+    Field(
+        strict=True,
+        description="Also watch the repository: re-indexed (incrementally) a moment after every save, "
+        "across server restarts, until unwatch_repository",
+    ),
+]
 HEALTH_DB_TIMEOUT_SECONDS = 2.0
 
 
@@ -180,7 +198,9 @@ async def running_service(settings: Settings) -> AsyncIterator[IndexingService]:
         await service.resume()
         upkeep = asyncio.create_task(_upkeep(service))
         try:
-            yield service
+            # After resume: a watch's catch-up job must not race the re-planning of interrupted jobs.
+            async with watching(service):
+                yield service
         finally:
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -250,14 +270,15 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
     async def start_indexing_background(
-        repo_path: RepoPath, ctx: Context[Any, Any], name: JobName = None
+        repo_path: RepoPath, ctx: Context[Any, Any], name: JobName = None, watch: WatchFlag = False
     ) -> StartResult:
         """Start indexing a repository in the background and return at once with its job id.
 
         A repository that already has a pending or running job gets that job back. At most
         MAX_CONCURRENT_JOBS run at once; later jobs wait as 'pending' and start by themselves.
+        With watch=true the repository is also kept fresh on every save (see watch_repository).
         """
-        return await _call(svc(ctx).start_indexing(repo_path, name))
+        return await _call(svc(ctx).start_indexing(repo_path, name, watch=watch))
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def get_indexing_status(job_id: JobId, ctx: Context[Any, Any]) -> JobStatus:
@@ -312,6 +333,21 @@ def build_server(settings: Settings, service: IndexingService | None = None) -> 
         Refused while a job on it is pending, running or blocked: cancel it first.
         """
         return await _call(svc(ctx).delete_repository(repository))
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+    async def watch_repository(repository: RepositoryReference, ctx: Context[Any, Any]) -> WatchResult:
+        """Keep an indexed repository fresh: every save re-indexes what changed, a moment later (no call needed).
+
+        One job at a time per repository: saves during a job are covered by one follow-up job. The watch
+        is stored and survives server restarts; it first catches up with changes made while nobody
+        watched. list_repositories shows watched, watch_caught_up_at and watch_error.
+        """
+        return await _call(svc(ctx).watch(repository, True))
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+    async def unwatch_repository(repository: RepositoryReference, ctx: Context[Any, Any]) -> WatchResult:
+        """Stop re-indexing a repository on save; its index and any running job are left as they are."""
+        return await _call(svc(ctx).watch(repository, False))
 
     return mcp
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -105,7 +106,8 @@ def _render_search(result: Any) -> None:
         console.print(
             f"[bold]{rank:>2}.[/bold] [cyan]{hit.repository}[/cyan]:[green]{hit.file_path}[/green]"
             f":{hit.start_line}-{hit.end_line}{symbol}  [dim]{hit.language}  score {hit.score:.4f}"
-            f"{'  (' + ranks + ')' if ranks else ''}[/dim]",
+            f"{'  (' + ranks + ')' if ranks else ''}[/dim]"
+            f"{'  [yellow]stale: changed on disk since indexed[/yellow]' if hit.stale else ''}",
             markup=True,
         )
         console.print(
@@ -126,7 +128,7 @@ def _render_repositories(result: Any) -> None:
     if not result.repositories:
         print("nothing is indexed yet: codebase-mcp index PATH")
         return
-    table = Table("name", "path", "files", "chunks", "languages", "last indexed", "embedder", "active job")
+    table = Table("name", "path", "files", "chunks", "languages", "last indexed", "embedder", "active job", "watched")
     for repo in result.repositories:
         table.add_row(
             repo.name,
@@ -137,8 +139,17 @@ def _render_repositories(result: Any) -> None:
             repo.last_indexed_at or "never",
             f"{repo.embedder} ({repo.dimension})" if repo.embedder else "-",
             f"{repo.active_job_status} {repo.active_job_id}" if repo.active_job_id else "-",
+            _watch_cell(repo),
         )
     Console().print(table)
+
+
+def _watch_cell(repo: Any) -> str:
+    if not repo.watched:
+        return "-"
+    if repo.watch_error:
+        return f"yes, stuck: {repo.watch_error}"
+    return f"yes, caught up {repo.watch_caught_up_at}" if repo.watch_caught_up_at else "yes, catching up"
 
 
 def _progress_line(status: Any) -> str:
@@ -242,6 +253,55 @@ async def _follow(service: Any, job_id: str, quiet: bool) -> Any | None:
             loop.remove_signal_handler(signal.SIGINT)
 
 
+async def _keep_watching(service: Any, repo_path: str, last_job: str) -> int:
+    """``index --watch``: run the repository's watch here (or follow the process that runs it) until Ctrl-C.
+
+    Every job on the repository is reported with one line as it ends, whoever started it. The
+    watch stays stored when this stops: a server keeps the repository fresh from then on.
+    """
+    from server.watcher import Watcher, watch_lease
+
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    watcher = Watcher(service, only=repo_path)
+    task = asyncio.create_task(watcher.run(), name="watcher")
+    print(f"watching {repo_path}: every save re-indexes what changed (Ctrl-C to stop)", file=sys.stderr)
+    told_owner = False
+    seen = {last_job}
+    began = loop.time()
+    try:
+        while not interrupted.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), timeout=0.5)
+            # After the watcher's first rounds: by then it holds the lease unless another process does.
+            if not told_owner and loop.time() - began > 3 and repo_path not in watcher.watches:
+                owner = watch_lease(service.settings, repo_path).owner_pid()
+                if owner is not None and owner != os.getpid():
+                    print(f"process {owner} runs this repository's watch; showing its jobs", file=sys.stderr)
+                    told_owner = True
+            newest = await service.list_jobs(repo_path=repo_path, limit=1)
+            for job in newest.jobs:
+                if job.job_id not in seen and job.status in TERMINAL_STATUSES:
+                    seen.add(job.job_id)
+                    print(
+                        f"{job.completed_at or job.failed_at or job.cancelled_at}  {job.status}: {job.progress_message}"
+                    )
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    print(
+        f"stopped watching here; {repo_path} stays watched, so a running server keeps it fresh "
+        f"(`codebase-mcp unwatch {repo_path}` ends that)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     workers: subprocess.Popen[bytes] | None = None
     try:
@@ -253,7 +313,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         workers = _spawn_workers(args.processes, args.threads)
 
     async def work(service: Any) -> int:
-        started = await service.start_indexing(args.path, args.name)
+        started = await service.start_indexing(args.path, args.name, watch=args.watch)
         note = " (already running: following it)" if started.existing else ""
         print(f"job {started.job_id} {started.status}{note}", file=sys.stderr)
         if args.no_wait:
@@ -285,6 +345,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
             result = await service.search(args.search, repository=started.repo_path, limit=args.limit)
             print(f"\nsearch: {args.search!r}")
             _emit(result, args.json, _render_search)
+        if args.watch:
+            return await _keep_watching(service, started.repo_path, started.job_id)
         return 0 if final.status == "completed" else 1
 
     try:
@@ -364,7 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     index.add_argument("--processes", type=int, default=1)
     index.add_argument("--threads", type=int, default=4)
+    index.add_argument(
+        "--watch",
+        action="store_true",
+        help="then keep running: every save re-indexes what changed (the watch is stored; see `unwatch`)",
+    )
     index.add_argument("--json", action="store_true")
+
+    for verb, text in (
+        ("watch", "re-index an indexed repository on every save, also across server restarts"),
+        ("unwatch", "stop re-indexing a repository on save"),
+    ):
+        watch_cmd = commands.add_parser(verb, help=text)
+        watch_cmd.add_argument("repository", help="repository name or path")
+        watch_cmd.add_argument("--json", action="store_true")
 
     status = commands.add_parser("status", help="show one job (default: the newest)")
     status.add_argument("job_id", nargs="?", default=None)
@@ -488,6 +563,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         return _with_service(settings, do_repos)
+    if args.command in ("watch", "unwatch"):
+
+        async def do_watch(service: Any) -> int:
+            result = await service.watch(args.repository, args.command == "watch")
+            state = "watched" if result.watched else "not watched"
+            _emit(result, args.json, lambda r: print(f"{r.name} ({r.path}): {state}{'' if r.changed else ' already'}"))
+            return 0
+
+        return _with_service(settings, do_watch)
     if args.command == "delete-repo":
 
         async def do_delete(service: Any) -> int:

@@ -117,6 +117,11 @@ class SearchHit(BaseModel):
     role: str = Field(
         default="code", description="What the file is for, from its path: code, test, fixture, example or docs"
     )
+    stale: bool | None = Field(
+        default=None,
+        description="True when the file changed on disk (or is gone) since it was indexed: the snippet may be "
+        "out of date; false when it is as indexed; null when the server cannot read it",
+    )
 
 
 class SearchResult(BaseModel):
@@ -140,6 +145,19 @@ class Repository(BaseModel):
     dimension: int | None = Field(description="Embedding dimension of the last completed job")
     active_job_id: str | None = Field(description="A pending, running or blocked job on the repository")
     active_job_status: str | None
+    watched: bool = Field(default=False, description="Re-indexed on every save (watch_repository)")
+    watch_caught_up_at: str | None = Field(
+        default=None, description="End of the last job the watch started that completed: the index matched the disk"
+    )
+    watch_error: str | None = Field(default=None, description="Why the watch cannot keep the index fresh now")
+
+
+class WatchResult(BaseModel):
+    name: str
+    path: str
+    watched: bool = Field(description="Whether the repository is now watched")
+    changed: bool = Field(description="False when it already was (or was not) watched")
+    watch_caught_up_at: str | None
 
 
 class RepositoryList(BaseModel):

@@ -53,10 +53,12 @@ from server.schemas import (
     SearchHit,
     SearchResult,
     StartResult,
+    WatchResult,
     iso,
 )
-from server.search import SEARCH_MODES, Filters, SearchMode, VectorQuery, run_search
+from server.search import SEARCH_MODES, Filters, Hit, SearchMode, VectorQuery, run_search
 from server.supervisor import WorkerNote
+from server.watcher import stale_marks
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +231,8 @@ class IndexingService:
         self._embedders: dict[tuple[str, int], Embedder] = {}
         self._embedder_lock = asyncio.Lock()
         self._worker_note = WorkerNote(settings)
+        #: Set when this process turns a watch on or off, so its watcher (server/watcher.py) looks at once.
+        self.watches_changed = asyncio.Event()
 
     @classmethod
     @asynccontextmanager
@@ -249,7 +253,8 @@ class IndexingService:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def start_indexing(self, repo_path: str, name: str | None = None) -> StartResult:
+    async def start_indexing(self, repo_path: str, name: str | None = None, *, watch: bool = False) -> StartResult:
+        """Admit (or return the active) job for ``repo_path``; ``watch`` also keeps it fresh on every save."""
         resolved = validate_repo_path(repo_path, self.settings.allowed_roots)
         if name is not None:
             validate_text("name", name, max_chars=MAX_FILTER_CHARS, allow_empty=True)
@@ -264,6 +269,8 @@ class IndexingService:
                 async with self.engine.begin() as conn:
                     jobs.bind_limits(conn, max_concurrent_jobs=self.settings.max_concurrent_jobs)
                     admission = await jobs.admit_job(conn, repo_path=str(resolved), name=job_name)
+                    if watch:
+                        await repositories.watch_path(conn, str(resolved))
                 break
             except IntegrityError:
                 # Another process admitted a job for the same repository at the same moment; return it.
@@ -281,6 +288,8 @@ class IndexingService:
                 async with self.engine.begin() as conn:
                     await jobs.fail_job(conn, admission.job_id, f"could not hand the job to the workers: {problem}")
                 raise BrokerUnavailableError(broker_fix(problem)) from None
+        if watch:
+            self.watches_changed.set()
         return StartResult(
             job_id=str(admission.job_id),
             status=admission.status,
@@ -515,6 +524,8 @@ class IndexingService:
                 hits += await run_search(
                     conn, query=query, vectors=vectors, filters=others, limit=limit - len(hits), mode=search_mode
                 )
+        # Only the returned hits' files are checked (server/watcher.py): a stat each, a hash when modified since.
+        stale = await self._stale_marks(hits)
         notes: list[str] = []
         if failed:
             notes.append(_embedder_failure_note(failed, fell_back=not vectors))
@@ -542,6 +553,7 @@ class IndexingService:
                     vector_rank=hit.vector_rank,
                     text_rank=hit.text_rank,
                     role=hit.role,
+                    stale=stale.get((hit.repository_path, hit.file_path)),
                 )
                 for hit in hits
             ],
@@ -635,6 +647,58 @@ class IndexingService:
             jobs_deleted=deleted.jobs,
         )
 
+    async def watch(self, repository: str, watched: bool = True) -> WatchResult:
+        """Turn the watch of an indexed repository on (or off): re-indexed on every save, see server/watcher.py.
+
+        Raises:
+            NotFoundError: no repository has that name or path (index it first).
+            ValidationError: the name is shared by several repositories, or (to watch) its directory
+                is gone, not a directory, unreadable or outside the allowed roots.
+        """
+        async with self.engine.begin() as conn:
+            try:
+                found = await self._find_repositories(conn, repository)
+            except NotFoundError as error:
+                if not watched:
+                    raise
+                raise NotFoundError(
+                    f"{error}. To index and watch a directory: start_indexing_background(repo_path, watch=true)"
+                ) from None
+            if len(found) > 1:
+                raise ValidationError(
+                    f"{len(found)} repositories are named {repository!r}: "
+                    f"{', '.join(row.path for row in found)}; pass the path of the one to "
+                    f"{'watch' if watched else 'unwatch'}"
+                )
+            target = found[0]
+            if watched:
+                try:
+                    validate_repo_path(target.path, self.settings.allowed_roots)
+                except ValidationError as error:
+                    raise ValidationError(
+                        f"cannot watch {target.name}: {str(error).removeprefix('validation error: ')}"
+                    ) from None
+            if target.watched != watched:
+                await repositories.set_watched(conn, target.id, watched)
+        self.watches_changed.set()
+        logger.info("%s %s (%s)", "watching" if watched else "stopped watching", target.name, target.path)
+        return WatchResult(
+            name=target.name,
+            path=target.path,
+            watched=watched,
+            changed=target.watched != watched,
+            watch_caught_up_at=iso(target.watch_caught_up_at),
+        )
+
+    async def _stale_marks(self, hits: list[Hit]) -> dict[tuple[str, str], bool | None]:
+        """``(repository path, file path) -> stale`` of the hits' files: changed on disk since indexed?"""
+        if not hits:
+            return {}
+        keys = [(hit.repository_path, hit.file_path) for hit in hits]
+        async with self.engine.connect() as conn:
+            indexed = await repositories.indexed_files(conn, sorted(set(keys)))
+        return await asyncio.to_thread(stale_marks, keys, indexed, self.settings.max_file_bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class EmbedderGroup:
@@ -717,6 +781,9 @@ def repository_model(row: repositories.RepositoryRow) -> Repository:
         dimension=row.dimension,
         active_job_id=str(row.active_job_id) if row.active_job_id is not None else None,
         active_job_status=row.active_job_status,
+        watched=row.watched,
+        watch_caught_up_at=iso(row.watch_caught_up_at),
+        watch_error=row.watch_error,
     )
 
 

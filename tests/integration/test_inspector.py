@@ -49,6 +49,8 @@ TOOLS = {
     "search_code",
     "list_repositories",
     "delete_repository",
+    "watch_repository",
+    "unwatch_repository",
 }
 
 
