@@ -432,22 +432,27 @@ async def definition_texts(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[i
         siblings.setdefault(row.hit, []).append((row.start_line, row.end_line, row.content))
     texts: dict[int, str] = {}
     for hit in hits:
-        others = siblings.get(hit.chunk_id)
-        if not others:
-            continue
-        members = [(hit.start_line, hit.end_line, hit.content)]
-        start, end = hit.start_line, hit.end_line
-        grown = True
-        while grown:
-            grown = False
-            for other in others:
-                if other not in members and other[0] <= end and other[1] >= start:
-                    members.append(other)
-                    start, end = min(start, other[0]), max(end, other[1])
-                    grown = True
+        members = overlapping_chain((hit.start_line, hit.end_line, hit.content), siblings.get(hit.chunk_id, []))
         if len(members) > 1:
             texts[hit.chunk_id] = _join_lines(members)
     return texts
+
+
+def overlapping_chain(
+    first: tuple[int, int, str], others: Sequence[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    """``first`` and the line ranges ``(start, end, text)`` among ``others`` linked to it by overlaps."""
+    members = [first]
+    start, end = first[0], first[1]
+    grown = True
+    while grown:
+        grown = False
+        for other in others:
+            if other not in members and other[0] <= end and other[1] >= start:
+                members.append(other)
+                start, end = min(start, other[0]), max(end, other[1])
+                grown = True
+    return members
 
 
 #: Languages whose lines are prose: comment markers mean nothing there (``#`` is a Markdown heading).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from server.search import Hit, Ranking, code_lines, demote_short, line_kinds
+from server.search import Hit, Ranking, code_lines, demote_short, line_kinds, overlapping_chain
 
 GETTER_UNDER_JSDOC = """\t/**
 \tThrow an error if the server response's `content-length` header value doesn't match.
@@ -146,3 +146,10 @@ def test_equal_scores_are_ordered_by_the_tie_break() -> None:
     # Only ties: a better score keeps its place whatever the tie-break.
     better = replace(vector_first, score=0.18)
     assert [h.symbol for h in demote_short([text_first, better], Ranking(tie_break="code"))] == ["fields", "function"]
+
+
+def test_the_windows_of_a_definition_are_the_ranges_linked_by_overlaps() -> None:
+    windows = [(1, 40, "a"), (36, 75, "b"), (71, 90, "c")]
+    setter = (92, 99, "set")  # the same name, not overlapping: another definition
+    assert overlapping_chain(windows[2], [windows[0], setter, windows[1]]) == [windows[2], windows[1], windows[0]]
+    assert overlapping_chain(setter, windows) == [setter]
