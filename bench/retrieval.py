@@ -1,6 +1,6 @@
 """Retrieval quality of ``search_code``: vector-only, text-only and hybrid, on the Python standard library.
 
-    python -m bench.retrieval [--modules 400] [--queries 600]
+    python -m bench.retrieval [--modules 400] [--queries 600] [--variants hybrid,hybrid/run4]
 
 Builds a query set from the standard library that ships with this Python: every function or
 method with a docstring gives one query, the docstring's first sentence, and one target, the
@@ -42,6 +42,8 @@ SKIPPED_DIRS = frozenset(
     {"test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo", "ensurepip", "pydoc_data", "site-packages"}
     | {"dist-packages", "__pycache__", "distutils", "encodings", "venv", "unittest"}
 )
+#: Vectors of earlier runs (``bench.retrieval_dev``'s dump format), so a re-run embeds only new chunks.
+STDLIB_CACHE = Path.home() / ".cache" / "codebase-mcp" / "bench-stdlib-embedding-cache.copy"
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]`'\"])\.(?:\s|$)")
 
 
@@ -212,11 +214,58 @@ async def tuning_grid(service: Any, repo: Path, queries: list[Query]) -> list[di
     return grid
 
 
-async def index_and_search(repo: Path, queries: list[Query], settings: Settings, tune: bool) -> dict[str, Any]:
+async def variant_ranks(service: Any, repo: Path, queries: list[Query], names: list[str]) -> dict[str, Any]:
+    """recall@1/10 and MRR of ``bench.retrieval_dev``'s named ranking variants (``server.search.Ranking``)."""
+    from bench.retrieval_dev import ranking_variants
+    from models.roles import roles_for
+    from server.search import Filters, Ranking, run_search
+
+    known = {name: (mode, options) for name, mode, options in ranking_variants()}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(known)}")
+    async with service.engine.connect() as conn:
+        ids = [row.id for row in await service._find_repositories(conn, str(repo))]
+    embedder = await service.embedder()
+    vectors = [list((await embedder.embed([query.text]))[0]) for query in queries]
+    measured: dict[str, Any] = {}
+    for name in names:
+        mode, options = known[name]
+        options = dict(options)
+        scope = options.pop("scope", "code")
+        ranking = Ranking(**options)
+        ranks: list[int | None] = []
+        latencies: list[float] = []
+        for query, vector in zip(queries, vectors, strict=True):
+            filters = Filters(repository_ids=ids, roles=roles_for(scope, query.text))
+            start = time.perf_counter()
+            async with service.engine.begin() as conn:
+                hits = await run_search(
+                    conn,
+                    query=query.text,
+                    vector=vector if mode != "text" else None,
+                    filters=filters,
+                    limit=TOP_K,
+                    mode=mode,
+                    ranking=ranking,
+                )
+            latencies.append(time.perf_counter() - start)
+            ranks.append(rank_of_hit(query, hits))
+        measured[name] = summarise(ranks, latencies)
+        print(f"  variant {name:<36} {measured[name]}", flush=True)
+    return measured
+
+
+async def index_and_search(
+    repo: Path, queries: list[Query], settings: Settings, tune: bool, variants: list[str], cache: Path | None
+) -> dict[str, Any]:
     # Imported only now: the broker is built from the environment when ``actors`` is first imported.
+    from bench.retrieval_dev import load_cache, save_cache
     from server.service import IndexingService
 
     async with IndexingService.open(settings) as service:
+        if cache is not None:  # after open: the migrations have made the table
+            print(f"embedding cache: {await load_cache(str(settings.database_url), cache)} vectors loaded", flush=True)
         started = await service.start_indexing(str(repo), "stdlib")
         begin = time.perf_counter()
         while True:
@@ -226,6 +275,8 @@ async def index_and_search(repo: Path, queries: list[Query], settings: Settings,
                 break
             await asyncio.sleep(15)
         assert status.status == "completed", status
+        if cache is not None:
+            await save_cache(str(settings.database_url), cache)
         indexed: dict[str, Any] = {"files": status.files_indexed, "chunks": status.chunks_created}
         indexed["seconds"] = round(time.perf_counter() - begin, 1)
         await service.search("warm up the embedder", repository=str(repo), limit=1, mode="vector")
@@ -247,6 +298,8 @@ async def index_and_search(repo: Path, queries: list[Query], settings: Settings,
             "both": sum(1 for v, t in zip(ranks["vector"], ranks["text"], strict=True) if v and t),
         }
         measured: dict[str, Any] = {"index": indexed, "modes": per_mode, "top10_found_by": found_by}
+        if variants:
+            measured["variants"] = await variant_ranks(service, repo, queries, variants)
         if tune:
             grid = await tuning_grid(service, repo, queries)
             for row in grid[:8]:
@@ -269,6 +322,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune", action="store_true", help="also score a grid of fusion settings (k, weight, depth)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
+    parser.add_argument(
+        "--variants", default="", help="comma-separated ranking variants of bench.retrieval_dev to score as well"
+    )
+    parser.add_argument("--cache", type=Path, default=STDLIB_CACHE, help="embedding-cache dump kept across runs")
+    parser.add_argument("--no-cache", dest="cache", action="store_const", const=None)
     args = parser.parse_args()
 
     # A SIGTERM (or a SIGINT to a background run, which ignores it) must still stop the workers and the database.
@@ -292,7 +350,8 @@ def main() -> int:
         try:
             workers = spawn_workers(env, bench.work / "workers.log", processes=args.processes, threads=args.threads)
             begin = time.perf_counter()
-            measured = asyncio.run(index_and_search(repo, queries, settings, args.tune))
+            variants = [name for name in args.variants.split(",") if name]
+            measured = asyncio.run(index_and_search(repo, queries, settings, args.tune, variants, args.cache))
             result = {
                 "corpus": {
                     "python": sys.version.split()[0],

@@ -118,6 +118,8 @@ class Variant:
     name: str
     answer: Callable[[Question], Any]  # returns list[Located] (sync baselines) or an awaitable of it
     latencies: list[float] = field(default_factory=list)
+    #: Per question, the service's hits with what ranked them (symbol, score, vector and text rank).
+    details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -263,6 +265,28 @@ def table(rows: dict[str, dict[str, Any]], group: str) -> str:
     return "\n".join(lines)
 
 
+def write_misses(directory: Path, variant: Variant, questions: list[Question], queries: Path) -> None:
+    """``misses-<variant>.txt``: each question not answered at rank 1, its targets, what ranked first and why."""
+    targets = load_targets(queries)
+    lines: list[str] = []
+    for question in questions:
+        hits = variant.details.get(question.text, [])
+        wanted = targets[(question.repo, question.text)]
+        located = [Located(h["path"], h["lines"][0], h["lines"][1]) for h in hits]
+        rank = span_rank(located, wanted)
+        if rank == 1:
+            continue
+        lines.append(f"[{question.repo} {question.kind}] rank {rank}: {question.text}")
+        lines.extend(f"    target {path}:{start}-{end}" for path, start, end in wanted)
+        for position, hit in enumerate(hits[: (rank or 3)], 1):
+            lines.append(
+                f"    #{position} {hit['path']}:{hit['lines'][0]}-{hit['lines'][1]} {hit['symbol']}"
+                f" score {hit['score']} vector {hit['vector_rank']} text {hit['text_rank']}"
+            )
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.name)
+    (directory / f"misses-{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 # --- the embedding cache across runs ----------------------------------------------------------------
 
 
@@ -301,7 +325,9 @@ def service_variants(service: Any, roots: dict[str, Path], vectors: dict[str, li
 
     ids: dict[str, Any] = {}
 
-    def make(mode: SearchMode, scope: Scope = "code", **options: Any) -> Callable[[Question], Any]:
+    def make(
+        mode: SearchMode, details: dict[str, list[dict[str, Any]]], scope: Scope = "code", **options: Any
+    ) -> Callable[[Question], Any]:
         ranking = Ranking(**options)
 
         async def answer(question: Question) -> list[Located]:
@@ -320,16 +346,32 @@ def service_variants(service: Any, roots: dict[str, Path], vectors: dict[str, li
                     mode=mode,
                     ranking=ranking,
                 )
+            details[question.text] = [
+                {
+                    "path": hit.file_path,
+                    "lines": [hit.start_line, hit.end_line],
+                    "symbol": hit.symbol,
+                    "score": round(hit.score, 4),
+                    "vector_rank": hit.vector_rank,
+                    "text_rank": hit.text_rank,
+                }
+                for hit in hits
+            ]
             return [Located(hit.file_path, hit.start_line, hit.end_line) for hit in hits]
 
         return answer
 
-    return [Variant(name, make(mode, **options)) for name, mode, options in ranking_variants()]
+    variants = []
+    for name, mode, options in ranking_variants():
+        details: dict[str, list[dict[str, Any]]] = {}
+        variants.append(Variant(name, make(mode, details, **options), details=details))
+    return variants
 
 
 def ranking_variants() -> list[tuple[str, SearchMode, dict[str, Any]]]:
     """(name, mode, run_search keyword arguments) of every variant scored; the first hybrid is the default."""
     before = {"scope": "all", "collapse": False, "short_lines": 0}  # the ranking before issue 13
+    run4 = {"short_whole_definition": False, "short_imports": False, "tie_break": "rank"}  # run 4's default
     return [
         ("vector/before", "vector", before),
         ("text/before", "text", before),
@@ -353,6 +395,15 @@ def ranking_variants() -> list[tuple[str, SearchMode, dict[str, Any]]]:
         *((f"hybrid/comments>={ratio}", "hybrid", {"short_comment_ratio": ratio}) for ratio in (0.5, 1.0, 2.0)),
         ("hybrid/comments>=1.0,code<12", "hybrid", {"short_lines": 12}),
         ("hybrid/comments>=1.0x0.75", "hybrid", {"short_factor": 0.75}),
+        # Run 5 (issue 13, the R@1 gap): the length prior per whole definition and with imports as
+        # comment, ties to the hit with more code; each change left out in turn, and what was not kept.
+        ("hybrid/run4", "hybrid", run4),
+        ("hybrid/no-whole-definition", "hybrid", {"short_whole_definition": False}),
+        ("hybrid/no-imports", "hybrid", {"short_imports": False}),
+        *((f"hybrid/ties-{tie}", "hybrid", {"tie_break": tie}) for tie in ("rank", "share", "vector", "text")),
+        *((f"hybrid/norm={norm}", "hybrid", {"normalization": norm}) for norm in (0, 8, 16)),
+        ("hybrid/one-line", "hybrid", {"short_always_below": 2}),
+        ("hybrid/norm=16+one-line", "hybrid", {"normalization": 16, "short_always_below": 2}),
     ]
 
 
@@ -671,6 +722,8 @@ async def run(args: argparse.Namespace, roots: dict[str, Path], settings: Settin
                 variant.latencies.append(time.perf_counter() - begin)
                 answers.append(answer)
             metrics[variant.name] = score(questions, answers, args.results_dir or work, variant.name)
+            if args.results_dir is not None and variant.details:
+                write_misses(args.results_dir, variant, questions, args.queries)
             latency[variant.name] = round(statistics.median(variant.latencies) * 1000, 1)
         grid = await tuning_grid(service, roots, vectors, questions, args.queries) if args.tune else []
         for row in grid[:12]:

@@ -15,15 +15,17 @@ gains :attr:`Ranking.identifier_bonus` on top of its word score.
 Hits keep to the roles of ``Filters.roles`` (implementation, tests, docs; :mod:`models.roles`), and
 hits of one file whose line ranges overlap (windows of one long function) are collapsed into one.
 Implementation hits with fewer than :attr:`Ranking.short_lines` code lines and at least as many
-comment or docstring lines lose half their score (:func:`demote_short`): a getter under a long doc
-comment matches a question's words without being the code that does what the question asks.
+comment, docstring or import lines lose half their score (:func:`demote_short`): a getter under a
+long doc comment, or a module's import header, matches a question's words without being the code
+that does what the question asks. A window of a definition too long for one chunk is judged by the
+whole definition (:func:`definition_texts`), and equal scores go to the hit with more code.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -33,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models.vector_index import dimension_predicate, vector_expression
 
 SearchMode = Literal["hybrid", "vector", "text"]
+TieBreak = Literal["code", "rank", "share", "vector", "text"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "vector", "text")
 
 #: Reciprocal-rank-fusion constant: score = Σ 1 / (RRF_K + rank). The RRF paper's 60 flattens the
@@ -141,6 +144,17 @@ class Ranking:
     short_comment_ratio: float = 1.0
     #: ... except those with fewer code lines than this (a one-line declaration), which always do.
     short_always_below: int = 0
+    #: Judge a window of a long definition by the whole definition (its overlapping windows joined): a
+    #: window that starts inside a docstring cannot tell prose from code, and a window of a long
+    #: function is not a short definition (see :func:`definition_texts`).
+    short_whole_definition: bool = True
+    #: Count import lines (``import``, ``from … import``, ``package``, ``use``, ``require``) with the
+    #: comments, not as code: they name what a file uses, they do not do it.
+    short_imports: bool = True
+    #: Order of hits with equal scores (see :func:`demote_short`): "code" (more code lines first),
+    #: "rank" (the better of the two ranks, then storage order), "share" (larger share of code among
+    #: code and comment lines first), "vector" or "text" (that retriever's rank first).
+    tie_break: TieBreak = "code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,20 +401,90 @@ async def run_search(
         )
         for row in rows
     ]
-    hits = demote_short(hits, ranking)
+    definitions = (
+        await definition_texts(conn, hits) if ranking.short_lines > 0 and ranking.short_whole_definition else {}
+    )
+    hits = demote_short(hits, ranking, definitions)
     return (collapse_overlapping(hits) if ranking.collapse else hits)[:limit]
+
+
+#: Every other chunk of each hit's file with the hit's symbol: the windows a long definition was cut into.
+_SIBLINGS = (
+    "SELECT h.id AS hit, o.start_line, o.end_line, o.content FROM chunks h"
+    " JOIN chunks o ON o.file_id = h.file_id AND o.symbol IS NOT DISTINCT FROM h.symbol AND o.id <> h.id"
+    " WHERE h.id = ANY(:ids)"
+)
+
+
+async def definition_texts(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[int, str]:
+    """Chunk id → text of the whole definition, for the hits that are one window of a longer one.
+
+    A definition larger than a chunk is cut into overlapping line windows that keep its symbol; the
+    windows of one hit's file with its symbol that overlap it, and those that overlap them, are the
+    definition. (Two definitions of one name, such as a getter and its setter, do not overlap.) One
+    query for all hits, on the ``(file_id, ordinal)`` index; hits with no such window are left out.
+    """
+    wanted = [hit.chunk_id for hit in hits if hit.role == "code" and hit.language not in _PROSE_LANGUAGES]
+    if not wanted:
+        return {}
+    siblings: dict[int, list[tuple[int, int, str]]] = {}
+    for row in await conn.execute(text(_SIBLINGS), {"ids": wanted}):
+        siblings.setdefault(row.hit, []).append((row.start_line, row.end_line, row.content))
+    texts: dict[int, str] = {}
+    for hit in hits:
+        members = overlapping_chain((hit.start_line, hit.end_line, hit.content), siblings.get(hit.chunk_id, []))
+        if len(members) > 1:
+            texts[hit.chunk_id] = _join_lines(members)
+    return texts
+
+
+def overlapping_chain(
+    first: tuple[int, int, str], others: Sequence[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    """``first`` and the line ranges ``(start, end, text)`` among ``others`` linked to it by overlaps."""
+    members = [first]
+    start, end = first[0], first[1]
+    grown = True
+    while grown:
+        grown = False
+        for other in others:
+            if other not in members and other[0] <= end and other[1] >= start:
+                members.append(other)
+                start, end = min(start, other[0]), max(end, other[1])
+                grown = True
+    return members
 
 
 #: Languages whose lines are prose: comment markers mean nothing there (``#`` is a Markdown heading).
 _PROSE_LANGUAGES = frozenset({"markdown", "rst", "text"})
 _COMMENT_LINE = re.compile(r"^(?:#|//|/\*|\*|<!--)")
 _DOCSTRING_QUOTES = re.compile(r'^[rRbBuU]?("""|\'\'\')')
+#: A line that imports: Python, Go (``package``, ``import (``), JavaScript/TypeScript (``import``,
+#: ``export … from``, ``require``), Rust and PHP (``use``), Java. C's ``#include`` is a ``#`` line already.
+_IMPORT_LINE = re.compile(
+    r"^(?:import\b|from\s+[\w.]+\s+import\b|package\s+[\w.]+;?$|use\s+[\w:\\]"
+    r"|export\s+(?:\*|\{[^}]*\}|type\s+\{[^}]*\})\s*(?:as\s+\w+\s+)?from\b"
+    r"|(?:const|let|var)\s+[\w{},\s]+=\s*require\()"
+)
+_BRACKETS = {"(": ")", "{": "}"}
 
 
-def line_kinds(content: str) -> tuple[int, int]:
-    """(code lines, comment lines) of ``content``: block comments and docstrings count as comment, blanks as neither."""
+def _unclosed(line: str) -> str | None:
+    """The bracket an import line leaves open (``from x import (``, ``import {``), if any."""
+    for opening, closing in _BRACKETS.items():
+        if line.count(opening) > line.count(closing):
+            return closing
+    return None
+
+
+def line_kinds(content: str, *, imports: bool = False) -> tuple[int, int]:
+    """(code lines, comment lines) of ``content``: block comments and docstrings count as comment, blanks as neither.
+
+    With ``imports``, import statements (over all their lines) count as comment too.
+    """
     code = comment = 0
     closing: str | None = None  # the end marker of the block comment or docstring we are inside
+    importing: str | None = None  # the bracket that ends the multi-line import we are inside
     for raw in content.split("\n"):
         line = raw.strip()
         if closing is not None:
@@ -409,6 +493,15 @@ def line_kinds(content: str) -> tuple[int, int]:
                 closing = None
             continue
         if not line:
+            continue
+        if importing is not None:
+            comment += 1
+            if importing in line:
+                importing = None
+            continue
+        if imports and _IMPORT_LINE.match(line):
+            comment += 1
+            importing = _unclosed(line)
             continue
         quotes = _DOCSTRING_QUOTES.match(line)
         if quotes:
@@ -432,7 +525,7 @@ def code_lines(content: str) -> int:
     return line_kinds(content)[0]
 
 
-def demote_short(hits: Sequence[Hit], ranking: Ranking) -> list[Hit]:
+def demote_short(hits: Sequence[Hit], ranking: Ranking, definitions: Mapping[int, str] | None = None) -> list[Hit]:
     """``hits`` re-ordered after scaling the score of those with little code by ``short_factor``.
 
     A chunk with a few code lines under a long comment (a getter under its JSDoc, a struct's fields
@@ -444,15 +537,24 @@ def demote_short(hits: Sequence[Hit], ranking: Ranking) -> list[Hit]:
     the question (tests lost MRR when they were scaled too), and prose has no comments. Short code
     without comments is left alone (``short_comment_ratio``): scaling every short hit did better
     on the dev set but cost the stdlib set, whose answers are short functions, 8 points of MRR.
+    ``definitions`` (chunk id → text, :func:`definition_texts`) puts the whole definition in place of
+    a hit that is one window of it; import lines count as comment under ``short_imports``.
+
+    Equal scores are common at the top of a fusion of ranks (first by one retriever and second by
+    the other, or the reverse, sum to the same score); ``tie_break`` "code" then puts the hit with
+    more code lines first, the one more likely to do what was asked, where the order used to be
+    that of storage.
     """
-    if ranking.short_lines <= 0 or ranking.short_factor == 1.0:
+    definitions = definitions or {}
+    if (ranking.short_lines <= 0 or ranking.short_factor == 1.0) and ranking.tie_break == "rank":
         return list(hits)
 
     def adjusted(hit: Hit) -> float:
-        if hit.role != "code" or hit.language in _PROSE_LANGUAGES:
+        if ranking.short_lines <= 0 or hit.role != "code" or hit.language in _PROSE_LANGUAGES:
             return hit.score
-        code, comment = line_kinds(hit.content)
-        length = code if ranking.short_code_only else hit.end_line - hit.start_line + 1
+        whole = definitions.get(hit.chunk_id)
+        code, comment = line_kinds(whole if whole is not None else hit.content, imports=ranking.short_imports)
+        length = code if ranking.short_code_only else (whole or hit.content).count("\n") + 1
         if length >= ranking.short_lines:
             return hit.score
         if code >= ranking.short_always_below and comment < ranking.short_comment_ratio * max(code, 1):
@@ -460,8 +562,22 @@ def demote_short(hits: Sequence[Hit], ranking: Ranking) -> list[Hit]:
         # Scaled toward zero by its magnitude, so that a negative score (vector mode: 1 - cosine distance) drops too.
         return hit.score - (1.0 - ranking.short_factor) * abs(hit.score)
 
-    scored = sorted(((adjusted(hit), position, hit) for position, hit in enumerate(hits)), key=lambda t: (-t[0], t[1]))
-    return [replace(hit, score=score) for score, _, hit in scored]
+    def tie(hit: Hit) -> float:
+        if ranking.tie_break == "rank":
+            return 0.0
+        if ranking.tie_break in ("vector", "text"):
+            rank = hit.vector_rank if ranking.tie_break == "vector" else hit.text_rank
+            return float(rank if rank is not None else 10**6)
+        code, comment = line_kinds(hit.content, imports=ranking.short_imports)
+        if ranking.tie_break == "code":
+            return -float(code)
+        return -code / max(1, code + comment)
+
+    scored = sorted(
+        ((adjusted(hit), tie(hit), position, hit) for position, hit in enumerate(hits)),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    return [replace(hit, score=score) for score, _, _, hit in scored]
 
 
 def collapse_overlapping(hits: Sequence[Hit]) -> list[Hit]:
@@ -494,16 +610,22 @@ def collapse_overlapping(hits: Sequence[Hit]) -> list[Hit]:
     return [_merge(group) for group in groups]
 
 
+def _join_lines(members: Sequence[tuple[int, int, str]]) -> str:
+    """One text of exact line ranges ``(start, end, text)`` of one file (overlapping or apart)."""
+    lines: dict[int, str] = {}
+    for start, _, content in members:
+        for offset, line in enumerate(content.split("\n")):
+            lines.setdefault(start + offset, line)
+    return "\n".join(lines.get(number, "") for number in range(min(lines), max(lines) + 1))
+
+
 def _merge(group: list[Hit]) -> Hit:
     best = group[0]
     if len(group) == 1:
         return best
-    lines: dict[int, str] = {}
-    for member in group:
-        for offset, line in enumerate(member.content.split("\n")):
-            lines.setdefault(member.start_line + offset, line)
-    start, end = min(lines), max(lines)
-    body = "\n".join(lines.get(number, "") for number in range(start, end + 1))
+    start = min(member.start_line for member in group)
+    end = max(member.end_line for member in group)
+    body = _join_lines([(member.start_line, member.end_line, member.content) for member in group])
     symbols = list(dict.fromkeys(member.symbol for member in group if member.symbol))
     return Hit(
         chunk_id=best.chunk_id,

@@ -275,8 +275,8 @@ async def test_hybrid_fuses_both_rankings(client: McpClient, indexed: Indexed) -
     for hit, key in zip(hybrid["results"], fused, strict=True):
         fusion[key] = sum(1.0 / (RRF_K + rank) for rank in (hit["vector_rank"], hit["text_rank"]) if rank is not None)
         expected = fusion[key]
-        code, comment = line_kinds(hit["snippet"])
         prior = Ranking()
+        code, comment = line_kinds(hit["snippet"], imports=prior.short_imports)
         if hit["role"] == "code" and code < prior.short_lines and comment >= prior.short_comment_ratio * max(code, 1):
             expected *= prior.short_factor  # little code under more comment: demoted (server.search.demote_short)
         assert hit["score"] == pytest.approx(expected, abs=1e-6)

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import pool, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.search import Filters, Hit, Ranking, line_kinds, run_search
 from tests.integration.stack import McpClient, Stack, ToolCallError, private_cluster
 from tests.integration.test_search import finish, write
 
@@ -118,6 +121,34 @@ export function acquireSocket(pool, host, options) {
 """
 
 
+# A function whose docstring is longer than one chunk: its middle window is prose only, but starts
+# inside the docstring, so on its own it reads as code (server.search.definition_texts).
+AIRSHIP_PY = (
+    "def launch_airship(hangar):\n"
+    '    """Launch the airship from its hangar.\n\n'
+    + "".join(f"    :param p{index}: the mooring mast, tether and winch setting {index}.\n" for index in range(45))
+    + '    """\n    return hangar.release()\n\n\n'
+    "def secure_airship(airship, mast):\n"
+    "    line = mast.tether(airship)\n"
+    "    drum = mast.winch\n"
+    "    drum.reel(line, slack=0)\n"
+    "    while not airship.held():\n"
+    "        drum.reel(line, slack=1)\n"
+    "    airship.lock(line)\n"
+    "    airship.secured = True\n"
+    "    return line\n"
+)
+
+# A module header of imports that names the same things, and a short constant.
+HANGAR_PY = (
+    "from airship.mooring import (\n"
+    + "".join(f"    mast_{index},\n    tether_{index},\n    winch_{index},\n" for index in range(4))
+    + ")\n"
+    "from airship.mooring.mast import mast, tether, winch\n\n"
+    "HANGARS = 3\n"
+)
+
+
 @pytest.fixture(scope="module")
 def ranking_database() -> Iterator[str]:
     with private_cluster("cbm-test-ranking-pg-") as url:
@@ -156,12 +187,14 @@ async def repo(stack: Stack) -> Path:
             "src/intl.py": NON_ASCII_PY,
             "web/options.ts": OPTIONS_TS,
             "web/pool.ts": POOL_TS,
+            "src/airship.py": AIRSHIP_PY,
+            "src/hangar.py": HANGAR_PY,
         },
     )
     async with stack.client() as session:
         started = await session.call("start_indexing_background", repo_path=str(root), name="gamma")
         final = await finish(session, started["job_id"])
-        assert final["status"] == "completed" and final["files_indexed"] == 10, final
+        assert final["status"] == "completed" and final["files_indexed"] == 12, final
     return root
 
 
@@ -253,3 +286,44 @@ async def test_non_ascii_query_words_reach_full_text_search(
 ) -> None:
     hits = await search(client, query, mode="text", limit=3)
     assert hits and hits[0]["file_path"] == "src/intl.py" and hits[0]["symbol"] == symbol, hits
+
+
+async def text_hits(database: str, query: str, ranking: Ranking) -> list[Hit]:
+    """``run_search`` in text mode over the gamma repository, straight on this module's database."""
+    engine = create_async_engine(database, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            (gamma,) = (await conn.execute(text("SELECT id FROM repositories WHERE name = 'gamma'"))).scalars()
+            filters = Filters(repository_ids=[gamma], roles=("code",))
+            return await run_search(conn, query=query, filters=filters, limit=10, mode="text", ranking=ranking)
+    finally:
+        await engine.dispose()
+
+
+async def test_windows_and_import_headers_are_judged_as_the_little_code_they_are(
+    repo: Path, ranking_database: str
+) -> None:
+    query = "mooring mast tether winch"
+    # Without collapsing, to see each window; the prior as in run 4 (each window on its own, imports as code).
+    before = await text_hits(
+        ranking_database, query, Ranking(collapse=False, short_whole_definition=False, short_imports=False)
+    )
+    after = await text_hits(ranking_database, query, Ranking(collapse=False))
+    windows = [hit for hit in before if hit.symbol == "launch_airship"]
+    assert len(windows) >= 2, [(hit.symbol, hit.start_line, hit.end_line) for hit in before]
+    # A window that starts inside the docstring: on its own, its prose lines read as code.
+    prose = [hit for hit in windows if not hit.content.lstrip().startswith("def ")]
+    assert prose and all(line_kinds(hit.content)[0] >= Ranking().short_lines for hit in prose)
+    scores = {(hit.file_path, hit.start_line): hit.score for hit in after}
+    for hit in [*prose, *(hit for hit in before if hit.file_path == "src/hangar.py")]:
+        # The whole definition (two code lines under 45 of docstring) and the import header (one
+        # constant under 15 import lines) are little code under more comment: half their score.
+        assert scores[(hit.file_path, hit.start_line)] == pytest.approx(hit.score * Ranking().short_factor)
+    worker = ("src/airship.py", "secure_airship")
+    ranked = {
+        label: [(hit.file_path, hit.symbol, round(hit.score, 4)) for hit in hits]
+        for label, hits in (("before", before), ("after", after))
+    }
+    # Judged window by window with imports as code, the prose and the imports outrank the code; not now.
+    assert (before[0].file_path, before[0].symbol) != worker, ranked
+    assert (after[0].file_path, after[0].symbol) == worker, ranked
