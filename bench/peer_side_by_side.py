@@ -2,6 +2,7 @@
 
     python -m bench.peer_side_by_side --peer-venv VENV [--repos DIR,DIR,...] [--rounds 3]
         [--output bench/results/peer_side_by_side.json]
+    python -m bench.peer_side_by_side --peer-venv VENV --summarise bench/results/peer_side_by_side.json
 
 Each round indexes every repository once with each product, from nothing, one after the other
 (never at the same time), alternating which product goes first from round to round so a drift
@@ -344,7 +345,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--products", default="ours,peer", help="ours, peer or both (the order of round 1)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "peer_side_by_side.json")
+    parser.add_argument("--summarise", type=Path, help="print the summary of a results file written before, only")
     args = parser.parse_args()
+    if args.summarise is not None:
+        recorded = json.loads(args.summarise.read_text(encoding="utf-8"))
+        print(summary([Run(**run) for run in recorded["runs"]]))
+        print(f"load average (1 min) at each run's start: {_spread(recorded['load_average_1m_at_starts'], 1)}")
+        return
     from actors.embedders.local_model import bundled_model_dir
 
     model_dir = bundled_model_dir()
