@@ -1,6 +1,10 @@
 """Speed and retrieval quality of the local model's numeric variants, measured in one run.
 
     python -m bench.embedder_quality [--functions 500] [--variants st-fp32,fp32,bf16,onnx-fp32,onnx-int8]
+        [--no-quality] [--speed-set full|mixed]
+
+A variant ``NAME@T`` runs on T intra-op threads (torch or ONNX Runtime; default one per core);
+``local-int8+bucketN`` pads every forward pass up to a multiple of N tokens (fixed shapes).
 
 Quality: ``--functions`` functions from this Python's standard library (deterministic sample); the
 query is the first sentence of the docstring, the target is the function's source without its
@@ -238,17 +242,39 @@ def throughput(encode: Encode, texts: list[str], batch_sizes: list[int]) -> dict
     return rates
 
 
-def int8_variant(workdir: Path) -> Encode:
-    from actors.embedders.onnx_int8 import Int8OnnxEmbedder
+def int8_variant(workdir: Path, threads: int = 0, bucket: int = 0) -> Encode:
+    """The shipped ``local-int8``; ``threads`` its intra-op threads (0: one per core); ``bucket`` > 0
+    pads every forward pass up to a multiple of ``bucket`` tokens (fixed shapes, an experiment)."""
+    from actors.embedders.onnx_int8 import Int8OnnxEmbedder, onnx_forward
 
+    class Bucketed(Int8OnnxEmbedder):
+        def _forward(self, batch: list[list[int]]) -> np.ndarray:
+            longest = max(len(ids) for ids in batch)
+            return onnx_forward(self._model, batch, width=min(MAX_TOKENS, -(-longest // bucket) * bucket))
+
+    kind = Bucketed if bucket else Int8OnnxEmbedder
     embedders: dict[int, Int8OnnxEmbedder] = {}
 
     def encode(texts: list[str], batch: int) -> np.ndarray:
         if batch not in embedders:
-            embedders[batch] = Int8OnnxEmbedder(cache_root=workdir / "int8-cache", batch_size=batch)
+            embedders[batch] = kind(cache_root=workdir / "int8-cache", batch_size=batch, threads=threads)
         return embedders[batch].encode(texts)
 
     return encode
+
+
+def with_torch_threads(encode: Encode, threads: int) -> Encode:
+    """``encode`` with torch's intra-op threads set before every call (torch's setting is per process,
+    so variants with different counts can be interleaved); 0 is one per core."""
+    import os
+
+    import torch
+
+    def run(texts: list[str], batch: int) -> np.ndarray:
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        return encode(texts, batch)
+
+    return run
 
 
 DEV_SET = Path("/work/shared/retrieval-dev")
@@ -306,24 +332,40 @@ def dev_quality(
 
 
 def build(variant: str, workdir: Path) -> Encode:
-    if variant == "local-int8":
-        return int8_variant(workdir)
-    if variant == "st-fp32":
-        return sentence_transformers_variant()
-    if variant.startswith("onnx-"):
-        return onnx_variant(variant.startswith("onnx-int8"), workdir, per_channel=variant == "onnx-int8pc")
-    return local_variant(variant)
+    """``NAME[+bucketN][@THREADS]``: ``fp32@1`` is the local fp32 path on one thread,
+    ``local-int8+bucket64`` pads its forward passes to multiples of 64 tokens."""
+    name, _, threads_text = variant.partition("@")
+    name, _, bucket_text = name.partition("+bucket")
+    threads, bucket = int(threads_text or 0), int(bucket_text or 0)
+    if name == "local-int8":
+        return int8_variant(workdir, threads, bucket)
+    if bucket:
+        raise SystemExit(f"{variant}: +bucket is measured for local-int8 only")
+    if name == "st-fp32":
+        return with_torch_threads(sentence_transformers_variant(), threads)
+    if name.startswith("onnx-"):
+        return onnx_variant(name.startswith("onnx-int8"), workdir, per_channel=name == "onnx-int8pc")
+    return with_torch_threads(local_variant(name), threads)
 
 
 def measure(
-    variants: list[str], functions: int, chunks: int, batch_sizes: list[int], rounds: int, dev_set: Path | None = None
+    variants: list[str],
+    functions: int,
+    chunks: int,
+    batch_sizes: list[int],
+    rounds: int,
+    dev_set: Path | None = None,
+    *,
+    quality: bool = True,
+    speed_set: str = "full",
 ) -> list[dict[str, Any]]:
-    """Quality per variant, then speed in ``rounds`` interleaved rounds (best kept), so load spikes
-    from other processes hit every variant alike."""
+    """Quality per variant (unless ``quality`` is off), then speed in ``rounds`` interleaved rounds
+    (best kept), so load spikes from other processes hit every variant alike. ``speed_set``:
+    ``full`` windows of 256 tokens, or ``mixed``: the stdlib function bodies, of every length."""
     pairs = function_pairs(functions)
     queries, targets = [q for q, _ in pairs], [t for _, t in pairs]
-    texts = full_chunks(chunks)
-    print(f"{len(pairs)} stdlib functions; {len(texts)} chunks of {MAX_TOKENS} tokens for speed", flush=True)
+    texts = full_chunks(chunks) if speed_set == "full" else targets[:chunks]
+    print(f"{len(pairs)} stdlib functions; {len(texts)} {speed_set} chunks for speed", flush=True)
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
     dev_reference: np.ndarray | None = None
@@ -333,6 +375,9 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="cbm-onnx-") as tmp:
         encoders = {variant: build(variant, Path(tmp)) for variant in variants}
         for variant, encode in encoders.items():
+            if not quality:
+                rows.append({"variant": variant, "by_batch": {}})
+                continue
             q, t = encode(queries, 32), encode(targets, 32)
             both = np.concatenate([q, t])
             if reference is None:
@@ -376,6 +421,14 @@ def measure(
 
 def table(rows: list[dict[str, Any]]) -> str:
     base = rows[0]
+    if "mrr" not in base:  # speed only
+        lines = ["| variant | chunks/s (best batch) | speed vs first | chunks/s by batch |", "|---|---|---|---|"]
+        lines.extend(
+            f"| {row['variant']} | {row['chunks_per_second']} ({row['best_batch']}) "
+            f"| {row['chunks_per_second'] / base['chunks_per_second']:.2f}x | {json.dumps(row['by_batch'])} |"
+            for row in rows
+        )
+        return "\n".join(lines)
     lines = [
         "| variant | chunks/s (best batch) | speed vs first | MRR | recall@10 | MRR vs first "
         "| cos to first mean / min |",
@@ -417,6 +470,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds; the best is kept")
     parser.add_argument("--dev-set", type=Path, help="folder with the retrieval-dev checkouts (requests, cobra, got)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "embedder_quality.json")
+    parser.add_argument("--no-quality", action="store_true", help="speed rounds only (quality is deterministic)")
+    parser.add_argument("--speed-set", choices=["full", "mixed"], default="full", help="256-token windows or bodies")
     args = parser.parse_args()
     rows = measure(
         args.variants.split(","),
@@ -425,11 +480,13 @@ def main() -> None:
         [int(b) for b in args.batch_sizes.split(",")],
         args.rounds,
         args.dev_set,
+        quality=not args.no_quality,
+        speed_set=args.speed_set,
     )
     print(table(rows))
     out = args.output.resolve()
     out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    print(f"written {out.relative_to(ROOT)}")
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 # caller's accounting). Here the daemon is started in the foreground as this script's child, so a
 # whole-process timer (e.g. `/usr/bin/time -v bench/peer_cocoindex.sh ...`) counts its CPU and
 # memory too; it is stopped when the index is complete. Settings and state live in a fresh temp
-# dir, so every run embeds every chunk. Prints the chunk count cocoindex-code reports.
+# dir, so every run embeds every chunk. Prints the index stats cocoindex-code reports (chunks, files,
+# chunks per language).
 set -euo pipefail
 venv=$1 model=$2 repo=$3
 work=$(mktemp -d /tmp/cbm-peer-XXXXXX)
@@ -35,6 +36,6 @@ for _ in $(seq 1 600); do
 done
 (cd "$work/repo" && "$venv/bin/ccc" init -f > /dev/null && "$venv/bin/ccc" index) > "$work/index.log" 2>&1 \
     || { cat "$work/index.log" "$work/daemon.log" >&2; kill "$daemon"; exit 1; }
-grep -i -E "chunk|file" "$work/index.log" | tail -5
+sed -n '/Index stats:/,$p' "$work/index.log"  # "  Chunks: N", "  Files:  N", chunks per language
 "$venv/bin/ccc" daemon stop > /dev/null 2>&1 || kill "$daemon"
 wait "$daemon" || true

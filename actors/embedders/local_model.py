@@ -77,16 +77,27 @@ def resolve_runtime(requested: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def forward(model: Any, runtime: str, batch: list[list[int]]) -> Vectors:
-    """Unit-length mean-pooled vectors for token id lists of similar length (padded here to the longest)."""
-    import torch
+def pad_batch(batch: list[list[int]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input ids, attention mask), both int64 of shape (len(batch), width): zeros past each row's end.
 
-    width = max(len(ids) for ids in batch)
+    The one padding of every local runtime (torch here, ONNX Runtime in ``onnx_int8``). ``width``
+    defaults to the longest row: the texts of a sub-batch are length-sorted, so little is wasted
+    (a larger one is for fixed-shape experiments, ``bench.embedder_quality``).
+    """
+    width = max(len(ids) for ids in batch) if width is None else width
     ids = np.zeros((len(batch), width), dtype=np.int64)
     mask = np.zeros((len(batch), width), dtype=np.int64)
     for row, tokens in enumerate(batch):
         ids[row, : len(tokens)] = tokens
         mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+def forward(model: Any, runtime: str, batch: list[list[int]]) -> Vectors:
+    """Unit-length mean-pooled vectors for token id lists of similar length (padded here to the longest)."""
+    import torch
+
+    ids, mask = pad_batch(batch)
     device = "cuda" if runtime == "cuda" else "cpu"
     input_ids = torch.from_numpy(ids).to(device)
     attention = torch.from_numpy(mask).to(device)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from actors.embedders.base import Vectors
-from actors.embedders.local_model import MAX_TOKENS, MODEL_NAME, LocalModelEmbedder, bundled_model_dir
+from actors.embedders.local_model import MAX_TOKENS, MODEL_NAME, LocalModelEmbedder, bundled_model_dir, pad_batch
 
 logger = logging.getLogger(__name__)
 
@@ -209,14 +209,9 @@ def load_int8(cache_root: Path, threads: int = 0) -> tuple[Any, Any]:
         return _sessions[(cache_root, threads)]
 
 
-def onnx_forward(session: Any, batch: list[list[int]]) -> Vectors:
-    """Unit-length mean-pooled vectors for token id lists of similar length (padded to the longest)."""
-    width = max(len(ids) for ids in batch)
-    ids = np.zeros((len(batch), width), dtype=np.int64)
-    mask = np.zeros((len(batch), width), dtype=np.int64)
-    for row, tokens in enumerate(batch):
-        ids[row, : len(tokens)] = tokens
-        mask[row, : len(tokens)] = 1
+def onnx_forward(session: Any, batch: list[list[int]], width: int | None = None) -> Vectors:
+    """Unit-length mean-pooled vectors for token id lists of similar length (padded to the longest, or ``width``)."""
+    ids, mask = pad_batch(batch, width)
     (states,) = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
     weights = mask[..., None].astype(np.float32)
     pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)

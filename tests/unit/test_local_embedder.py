@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actors.embedders import build_embedder
-from actors.embedders.local_model import LocalModelEmbedder, cpu_has_native_bf16, resolve_runtime
+from actors.embedders.local_model import LocalModelEmbedder, cpu_has_native_bf16, pad_batch, resolve_runtime
 from models.settings import Settings
 
 pytestmark = pytest.mark.real_model
@@ -82,3 +82,10 @@ def test_bad_runtime_setting_is_a_validation_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CODEBASE_MCP_LOCAL_RUNTIME", "int8")
     with pytest.raises(pydantic.ValidationError, match="local_runtime"):
         Settings()
+
+
+def test_pad_batch_pads_every_row_to_the_longest_with_its_mask() -> None:
+    ids, mask = pad_batch([[101, 7, 102], [101, 102], [101, 5, 6, 102]])
+    assert ids.dtype == mask.dtype == np.int64
+    assert ids.tolist() == [[101, 7, 102, 0], [101, 102, 0, 0], [101, 5, 6, 102]]
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
