@@ -63,7 +63,9 @@ class WorkerResources(Middleware):
         url = await asyncio.to_thread(resolve_database_url, self.settings)
         dimension = await configured_dimension_async(self.settings)
         await upgrade_to_head(url, dimension)
-        engine = create_engine(url, pool_size=5)
+        engine = create_engine(
+            url, pool_size=5, idle_in_transaction_seconds=self.settings.db_idle_in_transaction_seconds
+        )
         embedder = build_embedder(self.settings, dimension)
         logger.info("worker resources ready (embedder %s, dimension %d)", embedder.name, dimension)
         return Resources(self.settings, engine, embedder)

@@ -27,18 +27,28 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     return ensure_embedded_postgres(settings.data_dir, settings.embedded_pg_port, settings.embedded_pg_host)
 
 
-def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, idle_in_transaction_seconds: float | None = None, **kwargs: Any
+) -> AsyncEngine:
     """An asyncpg engine whose connections speak pgvector's binary format.
+
+    ``idle_in_transaction_seconds``: PostgreSQL ends a session of this engine that sits that long
+    inside a transaction without running a statement, releasing its locks. A process stopped
+    mid-transaction (SIGSTOP, a frozen VM) otherwise holds its batch and job row locks for as
+    long as it is stopped, and every other worker waits on them (DB_IDLE_IN_TRANSACTION_SECONDS).
 
     Call only after migrations ran: ``register_vector`` needs the extension to exist.
     """
+    server_settings = {"application_name": "codebase-mcp"}
+    if idle_in_transaction_seconds is not None:
+        server_settings["idle_in_transaction_session_timeout"] = str(int(idle_in_transaction_seconds * 1000))
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "codebase-mcp"}},
+        connect_args={"server_settings": server_settings},
         **kwargs,
     )
 

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         gt=0,
         description="A running job none of whose batches moved this long gets a 'stalled' event and a progress note.",
     )
+    db_idle_in_transaction_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="PostgreSQL ends a server or worker session idle this long inside a transaction (a process "
+        "stopped mid-transaction), releasing the row locks other workers wait on.",
+    )
     job_retention_days: int = Field(default=7, ge=1, description="Finished jobs and their events are purged after.")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, description="Port of the HTTP transport.")

@@ -242,7 +242,7 @@ class IndexingService:
         url = await asyncio.to_thread(resolve_database_url, settings)
         dimension = await configured_dimension_async(settings)
         await upgrade_to_head(url, dimension)
-        engine = create_engine(url, pool_size=10)
+        engine = create_engine(url, pool_size=10, idle_in_transaction_seconds=settings.db_idle_in_transaction_seconds)
         service = cls(settings, engine, dimension)
         try:
             yield service

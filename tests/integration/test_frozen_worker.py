@@ -4,8 +4,12 @@ A stopped process keeps its TCP connections open, so RabbitMQ gives its unacknow
 (prefetched and in hand) to nobody until the connections' heartbeats are missed. With the old
 ``heartbeat=60`` that was about 150 s while a healthy group waited idle; the broker URLs now ask
 for ``heartbeat=10`` (RabbitMQ uses the lower of the two sides' values), which bounds the stall
-at two or three heartbeat intervals. Real server, two real worker groups, real RabbitMQ: group A
-is frozen mid-job and stays frozen until the job has completed on group B.
+at two or three heartbeat intervals. A group frozen inside a transaction also holds its batch
+and job row locks, which every other worker then waits on (the test freezes group A until it
+catches it so): PostgreSQL now ends such a session after ``DB_IDLE_IN_TRANSACTION_SECONDS`` (15 s
+here, 60 s by default). Real server, two real
+worker groups, real RabbitMQ and PostgreSQL: group A is frozen mid-job and stays frozen until the
+job has completed on group B.
 
 ``-s`` prints the stall: from the freeze to the moment every batch in flight at the freeze has
 moved on. Run with ``CBM_FROZEN_HEARTBEAT=60`` to measure the old setting (it then fails).
@@ -31,13 +35,19 @@ from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import BIN, Stack, finish, free_port
 
 HEARTBEAT = int(os.environ.get("CBM_FROZEN_HEARTBEAT", "10"))
+IDLE_IN_TRANSACTION = 15
 
 
 @pytest.fixture(scope="module")
 def stack(start_stack: Callable[..., Stack], make_vhost: Callable[[], str]) -> Stack:
     url = make_vhost().replace("heartbeat=10", f"heartbeat={HEARTBEAT}")
     # Small batches and a small window: many batches, each in some worker's hands for a while.
-    env = {"CODEBASE_MCP_BROKER_URL": url, "CODEBASE_MCP_BATCH_SIZE": "5", "CODEBASE_MCP_BATCHES_IN_FLIGHT": "6"}
+    env = {
+        "CODEBASE_MCP_BROKER_URL": url,
+        "CODEBASE_MCP_BATCH_SIZE": "5",
+        "CODEBASE_MCP_BATCHES_IN_FLIGHT": "6",
+        "CODEBASE_MCP_DB_IDLE_IN_TRANSACTION_SECONDS": str(IDLE_IN_TRANSACTION),
+    }
     return start_stack(env=env, worker_processes=1, worker_threads=4)
 
 
@@ -60,6 +70,20 @@ async def _in_flight(db: asyncpg.Pool, job_id: str) -> dict[int, tuple[str, obje
     return {row["batch_no"]: (row["state"], row["token"]) for row in rows}
 
 
+async def _frozen_in_transaction(db: asyncpg.Pool) -> int:
+    """Sessions idle inside the same transaction 0.5 s apart (a stopped process's: running ones move
+    on) that hold row locks on batches or jobs (FOR UPDATE / FOR SHARE / UPDATE), which others wait on."""
+    query = (
+        "SELECT DISTINCT a.pid, a.xact_start FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+        "WHERE a.application_name = 'codebase-mcp' AND a.state = 'idle in transaction' "
+        "AND l.relation IN ('index_batches'::regclass, 'indexing_jobs'::regclass) "
+        "AND l.mode IN ('RowShareLock', 'RowExclusiveLock')"
+    )
+    first = {(row["pid"], row["xact_start"]) for row in await db.fetch(query)}
+    await asyncio.sleep(0.5)
+    return len(first & {(row["pid"], row["xact_start"]) for row in await db.fetch(query)})
+
+
 async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
     stack: Stack, second_group: subprocess.Popen[bytes], db: asyncpg.Pool, fake_embedding_url: str
 ) -> None:
@@ -79,13 +103,23 @@ async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
                     break
                 assert time.monotonic() < deadline and status["status"] == "running", status
                 await asyncio.sleep(0.2)
-            os.killpg(frozen_group, signal.SIGSTOP)
-            frozen_at = time.monotonic()
+            # Freeze group A until it is caught inside a transaction (holding row locks), the worse
+            # case; the hostile tester's lockstop did the same. Group B and the server move on.
+            in_transaction = 0
+            for _attempt in range(60):
+                os.killpg(frozen_group, signal.SIGSTOP)
+                frozen_at = time.monotonic()
+                in_transaction = await _frozen_in_transaction(db)
+                if in_transaction:
+                    break
+                os.killpg(frozen_group, signal.SIGCONT)
+                await asyncio.sleep(0.1 * (_attempt % 4))
+            assert in_transaction, "group A was never caught holding row locks inside a transaction"
             held = await _in_flight(db, job_id)
             moved_after: float | None = None
-            # The bound: a few heartbeat intervals past the freeze (plus the remaining work, seconds);
-            # the old 60 s heartbeat kept the held batches for about 150 s.
-            limit = 6 * HEARTBEAT + 30
+            # The bound: a few heartbeat intervals or the idle-in-transaction timeout past the freeze,
+            # plus the remaining work; the old 60 s heartbeat kept the held batches for minutes.
+            limit = 3 * HEARTBEAT + IDLE_IN_TRANSACTION + 60
             while True:
                 now = await _in_flight(db, job_id)
                 if moved_after is None and all(now.get(batch) != where for batch, where in held.items()):
@@ -108,8 +142,9 @@ async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
     assert final["files_indexed"] == final["files_total"] and final["files_failed"] == 0, final
     moved = f"{moved_after:.1f}" if moved_after is not None else "?"
     print(
-        f"\nfrozen worker group (heartbeat={HEARTBEAT} s): {len(held)} batches in flight at the freeze, all moved on "
-        f"{moved} s later; job completed {completed_after:.1f} s after the freeze, with group A still stopped"
+        f"\nfrozen worker group (heartbeat={HEARTBEAT} s): {len(held)} batches in flight at the freeze, "
+        f"{in_transaction} session(s) frozen holding batch or job row locks; all batches moved on {moved} s later; job "
+        f"completed {completed_after:.1f} s after the freeze, with group A still stopped"
     )
     async with db.acquire() as conn:
         duplicates = await conn.fetchval(
