@@ -19,6 +19,7 @@ all of them after an embedder change); the repository's indexable files are
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import uuid
@@ -46,7 +47,7 @@ from actors.scanning import (
     scan_repository,
     unreadable_note,
 )
-from models import jobs, ledger, lifecycle
+from models import jobs, ledger, lifecycle, repositories
 from models.lifecycle import SCAN_SHARE
 from models.logs import log_context
 
@@ -64,9 +65,17 @@ class Fingerprint:
 
 
 def fingerprint_files(
-    root: Path, files: Sequence[ScannedFile], *, max_file_bytes: int
+    root: Path,
+    files: Sequence[ScannedFile],
+    *,
+    max_file_bytes: int,
+    indexed: Mapping[str, repositories.IndexedFile] | None = None,
 ) -> tuple[list[Fingerprint], dict[str, int]]:
     """Read and hash ``files``; returns the indexable ones and skip counts by reason.
+
+    A file that ``indexed`` proves unchanged by its size and mtime
+    (:func:`models.repositories.read_as_it_is`) takes the stored hash unread: a re-index after one
+    save then reads one file, not the whole tree (``CODEBASE_MCP_TRUST_MTIME=false`` reads all).
 
     Read with the chunk stage's guarded reader (:func:`actors.pipeline.read_inside`): the tree may
     have changed since the scan, and a FIFO must not block this thread nor a symlink to a device be
@@ -79,6 +88,14 @@ def fingerprint_files(
     skipped: dict[str, int] = {}
     real_root = root.resolve()
     for item in files:
+        known = indexed.get(item.path) if indexed is not None and item.mtime is not None else None
+        if (
+            known is not None
+            and item.mtime is not None
+            and repositories.read_as_it_is(known, size=item.size, mtime=item.mtime)
+        ):
+            found.append(Fingerprint(item.path, item.size, known.content_hash))
+            continue
         try:
             raw = read_inside(real_root, root / item.path, max_file_bytes)
         except FileNotFoundError:
@@ -101,11 +118,15 @@ async def _set_scan_progress(res: Resources, job: uuid.UUID, message: str, perce
 
 
 async def _fingerprint(
-    res: Resources, job: uuid.UUID, root: Path, files: list[ScannedFile]
+    res: Resources, job: uuid.UUID, repository_id: uuid.UUID, root: Path, files: list[ScannedFile]
 ) -> tuple[list[Fingerprint], dict[str, int]] | None:
     """Hash every scanned file off the event loop, in slices; None when the job stopped meanwhile."""
     found: list[Fingerprint] = []
     skipped: dict[str, int] = {}
+    indexed: dict[str, repositories.IndexedFile] | None = None
+    if res.settings.trust_mtime:
+        async with res.engine.connect() as conn:
+            indexed = await repositories.indexed_by_path(conn, repository_id)
     for start in range(0, len(files), HASH_SLICE):
         if start and not await _set_scan_progress(
             res,
@@ -115,7 +136,13 @@ async def _fingerprint(
         ):
             return None
         part, part_skipped = await asyncio.to_thread(
-            fingerprint_files, root, files[start : start + HASH_SLICE], max_file_bytes=res.settings.max_file_bytes
+            functools.partial(
+                fingerprint_files,
+                root,
+                files[start : start + HASH_SLICE],
+                max_file_bytes=res.settings.max_file_bytes,
+                indexed=indexed,
+            )
         )
         found.extend(part)
         for reason, count in part_skipped.items():
@@ -152,7 +179,7 @@ async def plan_job(job_id: str) -> None:
         if not await _set_scan_progress(res, job, lifecycle.scan_listing_message(root), 0):
             return
         scan = await asyncio.to_thread(scan_repository, root, max_file_bytes=res.settings.max_file_bytes)
-        hashed = await _fingerprint(res, job, root, scan.files)
+        hashed = await _fingerprint(res, job, row["repository_id"], root, scan.files)
         if hashed is None:
             return
         found, hash_skipped = hashed

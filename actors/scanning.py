@@ -177,6 +177,8 @@ def looks_binary(raw: bytes) -> bool:
 class ScannedFile:
     path: str  # relative to the repository root, with forward slashes
     size: int
+    #: st_mtime of a regular file (None for a symlink: its target may be swapped for an old file)
+    mtime: float | None = None
 
 
 @dataclass(slots=True)
@@ -364,7 +366,8 @@ def scan_repository(
                 if rules.ignored(target_relative) or target.suffix.lower() in BINARY_EXTENSIONS:
                     skip("symlink to ignored file")
                     continue
-            size = entry.stat().st_size
+            info = entry.stat()
+            size, mtime = info.st_size, None if entry.is_symlink() else info.st_mtime
         except OSError as error:
             skip("unreadable")
             unreadable[relative] = error.strerror or type(error).__name__
@@ -372,7 +375,7 @@ def scan_repository(
         if size > max_file_bytes:
             skip("too large")
             continue
-        found.append(ScannedFile(relative, size))
+        found.append(ScannedFile(relative, size, mtime))
         if on_progress is not None and len(found) % progress_every == 0:
             on_progress(len(found))
     found.sort(key=lambda item: item.path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -233,6 +233,33 @@ class IndexedFile:
     size_bytes: int
     #: Start of the job that indexed it: a file last modified before then was read as it is now.
     job_started_at: datetime | None
+
+
+#: A file modified less than this before its indexing job began is read again anyway: coarse
+#: file-system timestamps and small clock steps must not make a just-edited file look unchanged.
+MTIME_SLACK = timedelta(seconds=2)
+
+
+def read_as_it_is(indexed: IndexedFile, *, size: int, mtime: float) -> bool:
+    """True when the index's hash is the file's content without reading it (git's "racy clean" rule).
+
+    The size is the stored one and the file was last modified before the job that indexed it began,
+    so that job read these very bytes. Without a job start (its job was purged) nothing is proven.
+    """
+    started = indexed.job_started_at
+    return size == indexed.size_bytes and started is not None and mtime < (started - MTIME_SLACK).timestamp()
+
+
+async def indexed_by_path(conn: AsyncConnection, repository_id: uuid.UUID) -> dict[str, IndexedFile]:
+    """``path -> IndexedFile`` of every file of the repository in the index (for the planner)."""
+    rows = await conn.execute(
+        text(
+            "SELECT f.path, f.content_hash, f.size_bytes, j.started_at FROM files f"
+            " LEFT JOIN indexing_jobs j ON j.id = f.job_id WHERE f.repository_id = :id"
+        ),
+        {"id": repository_id},
+    )
+    return {row.path: IndexedFile(row.content_hash, int(row.size_bytes), row.started_at) for row in rows}
 
 
 async def indexed_files(conn: AsyncConnection, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], IndexedFile]:

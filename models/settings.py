@@ -160,6 +160,14 @@ class Settings(BaseSettings):
         le=30,
         description="A tool that publishes first checks RabbitMQ's port this fast and fails at once if it is down.",
     )
+    # Planning (issue 12: a re-index after one save reads that file, not the whole tree).
+    trust_mtime: bool = Field(
+        default=True,
+        description=(
+            "The planner takes a file whose size is the indexed one and whose mtime is older than the job that "
+            "indexed it as unchanged, without reading it (git's rule); false reads and hashes every file."
+        ),
+    )
     # Watched repositories (issue 12 item 3, server/watcher.py).
     watch_enabled: bool = Field(
         default=True,

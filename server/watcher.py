@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,8 +64,6 @@ MAX_DELAY_SECONDS = 10.0
 ROOT_CHECK_SECONDS = 5.0
 #: Backoff after a failure to watch or to start a job: from the first value, doubling, up to the cap.
 RETRY_SECONDS = (1.0, 30.0)
-#: An mtime this much before the indexing job began proves the file was read as it is (coarse clocks).
-MTIME_SLACK = timedelta(seconds=2)
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -384,8 +382,7 @@ def changed_on_disk(root: Path, relative: str, indexed: repositories.IndexedFile
         return None
     if not stat.S_ISREG(info.st_mode) or info.st_size != indexed.size_bytes:
         return True
-    started = indexed.job_started_at
-    if started is not None and info.st_mtime < (started - MTIME_SLACK).timestamp():
+    if repositories.read_as_it_is(indexed, size=info.st_size, mtime=info.st_mtime):
         return False
     try:
         raw = read_inside(root.resolve(), path, max_bytes)

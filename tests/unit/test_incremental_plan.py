@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from actors.scanning import ScannedFile, scan_repository
 from models.ledger import diff_against_index
 from models.lifecycle import completion_message, describe_progress
 from models.lifecycle import planned_message as plan_message
+from models.repositories import IndexedFile
 from models.settings import Settings
 
 
@@ -52,6 +54,55 @@ def test_fingerprints_are_the_sha256_the_files_table_stores(tmp_path: Path) -> N
         ("a.py", 11, hashlib.sha256(b"print('a')\n").hexdigest())
     ]
     assert skipped == {"binary": 1, "too large": 1}
+
+
+def test_a_file_older_than_its_indexing_job_is_taken_unread_and_a_newer_one_is_hashed(tmp_path: Path) -> None:
+    """Same size and modified before the job that indexed it began: the stored hash stands (git's rule)."""
+    job_started = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    before, after = (job_started - timedelta(minutes=5)).timestamp(), (job_started + timedelta(minutes=5)).timestamp()
+    stored = IndexedFile(hashlib.sha256(b"x = 1\n").hexdigest(), 6, job_started)
+    for name in ("old.py", "new.py", "link_target.py", "purged.py", "resized.py"):
+        (tmp_path / name).write_bytes(b"x = 2\n")  # the same size as the indexed bytes, other content
+    (tmp_path / "resized.py").write_bytes(b"x = 22\n")
+    for name in ("old.py", "link_target.py", "purged.py", "resized.py"):
+        os.utime(tmp_path / name, (before, before))
+    os.utime(tmp_path / "new.py", (after, after))
+    indexed = {
+        "old.py": stored,
+        "new.py": stored,
+        "link.py": stored,
+        "purged.py": IndexedFile(stored.content_hash, 6, None),  # its job is gone: nothing proven
+        "resized.py": stored,
+    }
+    (tmp_path / "link.py").symlink_to("link_target.py")
+    files = [
+        ScannedFile("old.py", 6, before),
+        ScannedFile("new.py", 6, after),
+        ScannedFile("link.py", 6, None),  # the scan records no mtime for a symlink
+        ScannedFile("purged.py", 6, before),
+        ScannedFile("resized.py", 7, before),
+    ]
+    found, _ = fingerprint_files(tmp_path, files, max_file_bytes=100, indexed=indexed)
+    digests = {item.path: item.digest for item in found}
+    now = hashlib.sha256(b"x = 2\n").hexdigest()
+    assert digests == {
+        "old.py": stored.content_hash,
+        "new.py": now,
+        "link.py": now,
+        "purged.py": now,
+        "resized.py": hashlib.sha256(b"x = 22\n").hexdigest(),
+    }
+    # Without the index (TRUST_MTIME=false) every file is read.
+    found, _ = fingerprint_files(tmp_path, files[:1], max_file_bytes=100)
+    assert found[0].digest == now
+
+
+def test_the_scan_records_mtimes_of_regular_files_only(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("a = 1\n", encoding="utf-8")
+    (tmp_path / "b.py").symlink_to("a.py")
+    scanned = {item.path: item.mtime for item in scan_repository(tmp_path, max_file_bytes=1000).files}
+    assert scanned["a.py"] == (tmp_path / "a.py").stat().st_mtime
+    assert scanned["b.py"] is None
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
