@@ -155,8 +155,15 @@ def _broker_pids() -> list[int]:
     return pids
 
 
-def _broker_cpu() -> float:
-    return sum(_cpu_seconds(pid, children=True) for pid in _broker_pids())
+def _broker_cpu() -> dict[int, float]:
+    return {pid: _cpu_seconds(pid, children=True) for pid in _broker_pids()}
+
+
+def _broker_delta(before: dict[int, float]) -> float:
+    """RabbitMQ's CPU since ``before``, over the processes alive at both ends (one that exits meanwhile
+    would otherwise count negative)."""
+    after = _broker_cpu()
+    return sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
 
 
 class Sampler(threading.Thread):
@@ -211,7 +218,7 @@ def _timed(command: list[str], env: dict[str, str], data_dir: Path | None, log: 
         "wall_s": wall,
         "cpu_tree_s": usage.ru_utime + usage.ru_stime,
         "cpu_postgres_s": postgres_cpu,
-        "cpu_broker_s": _broker_cpu() - broker_before,
+        "cpu_broker_s": _broker_delta(broker_before),
         "peak_rss_sum_mib": sampler.peak_rss / 1024,
         "peak_pss_sum_mib": sampler.peak_pss / 1024,
         "peak_processes": sampler.peak_processes,
