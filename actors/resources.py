@@ -18,6 +18,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.embedders import Embedder, build_embedder, configured_dimension_async
+from actors.messages import EMBED_QUEUE
 from actors.signals import guard_duplicate_sigterm
 from models.database import create_engine, resolve_database_url
 from models.database_watch import is_database_outage, revive_embedded_postgres_sync
@@ -75,11 +76,15 @@ class WorkerResources(Middleware):
             self._resources = None
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        """Load the local model in the background now, so the first embed batch does not wait for it.
+        """Load the local model in the background now, so the first embed batch does not wait for it
+        (only in a process that consumes the embed queue).
 
         Also makes a process-group SIGTERM stop the worker rather than hang it (actors/signals.py).
         """
         guard_duplicate_sigterm()
+        queues = getattr(worker, "consumer_whitelist", None)
+        if queues and EMBED_QUEUE not in queues:
+            return  # never embeds (``-Q`` without index.embed): the model's memory stays free
         if self.settings.embedder == "local":
             from actors.embedders.local_model import load_model
 
