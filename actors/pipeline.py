@@ -592,16 +592,19 @@ async def write_batch(job_id: str, batch_no: int, token: str, payload: dict[str,
         async def send(next_token: uuid.UUID) -> None:
             await publish(record_message(job, batch_no, next_token))
 
-        async with res.engine.begin() as conn:
-            await ledger.hop(
-                conn,
-                job,
-                batch_no,
-                from_state="chunked",
-                token=current,
-                to_state="written",
-                send_next=send,
-                require_job_live=True,
-                work=store,
-                run_column="write_runs",
-            )
+        try:
+            async with res.engine.begin() as conn:
+                await ledger.hop(
+                    conn,
+                    job,
+                    batch_no,
+                    from_state="chunked",
+                    token=current,
+                    to_state="written",
+                    send_next=send,
+                    require_job_live=True,
+                    work=store,
+                    run_column="write_runs",
+                )
+        except ledger.JobNotLiveError as stopped:
+            logger.debug("dropping write message (%s)", stopped)

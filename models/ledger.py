@@ -39,6 +39,10 @@ RUN_COLUMNS = ("chunk_runs", "embed_runs", "write_runs")
 SendNext = Callable[[uuid.UUID], Awaitable[None]]
 
 
+class JobNotLiveError(RuntimeError):
+    """The job stopped (cancelled, failed) while a stage worked: its transaction must roll back."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlannedBatch:
     files: list[dict[str, Any]]  # [{"path": str, "size": int}]
@@ -240,15 +244,16 @@ async def hop(
 
     ``work`` runs inside the same transaction after the checks (the write stage stores its chunks
     there); ``run_column`` is counted here when the stage's work is the transaction itself.
-    Returns False (and publishes nothing) when the message is stale or, with
-    ``require_job_live``, the job is no longer live (running or blocked).
+    Returns False (and publishes nothing) when the message is stale.
+
+    With ``require_job_live``, the job must still be live (running or blocked) once the work is
+    done: checked under a share lock on the job's row, which a cancel's update waits for, so
+    nothing is stored after a cancel commits. Otherwise :class:`JobNotLiveError` is raised and the
+    caller's transaction, work included, rolls back. The share lock is taken last, after the
+    batch's, so a cancel waits milliseconds rather than a whole write; this cannot deadlock, as no
+    job-row locker waits for a batch being written (record messages target written or embedded
+    batches only, dispatch and upkeep skip locked rows).
     """
-    if require_job_live:
-        status = await conn.scalar(
-            text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
-        )
-        if status not in LIVE_STATUSES:
-            return False
     current = await _lock_batch(conn, job_id, batch_no)
     if current is None or current.state != from_state or current.token != token:
         return False
@@ -256,6 +261,12 @@ async def hop(
         await _count_run(conn, job_id, batch_no, run_column)
     if work is not None:
         await work(conn)
+    if require_job_live:
+        status = await conn.scalar(
+            text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
+        )
+        if status not in LIVE_STATUSES:
+            raise JobNotLiveError(f"job {job_id} is {status}: batch {batch_no} not stored")
     next_token = uuid.uuid4()
     await send_next(next_token)
     await conn.execute(
