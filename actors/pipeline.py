@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -233,6 +234,13 @@ async def save_vectors(
     return len(filled)
 
 
+def next_call_size(remaining: int, limit: int) -> int:
+    """The next embedder call's size: at most ``limit``, the remaining calls of equal size (100
+    texts at 64 → 50 + 50, not 64 + 36: a small last call wastes the model)."""
+    calls = -(-remaining // max(limit, 1))
+    return -(-remaining // calls) if calls else 0
+
+
 async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, chunks: Sequence[PendingChunk]) -> bool:
     """Give ``chunks`` their vectors: cached ones from the database, the rest from the embedder.
 
@@ -257,13 +265,19 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, chunks: Seq
         if chunk.id not in filled:
             by_hash.setdefault(digest, []).append(chunk)
             missing.setdefault(digest, chunk.text)
-    calls = plan_embedder_calls(list(missing.items()), res.settings.embed_batch_size)
-    for number, part in enumerate(calls):
-        if number:
+    ordered = sorted(missing.items(), key=lambda item: -len(item[1]))
+    position = 0
+    while position < len(ordered):
+        if position:
             async with res.engine.connect() as conn:
                 if await jobs.job_status(conn, job) not in jobs.LIVE_STATUSES:
                     return False
+        size = next_call_size(len(ordered) - position, res.embed_pace.call_size(res.settings.embed_batch_size))
+        part = ordered[position : position + size]
+        position += size
+        began = time.perf_counter()
         vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
+        res.embed_pace.observe(len(part), time.perf_counter() - began)
         part_chunks = [chunk for digest, _ in part for chunk in by_hash[digest]]
         part_hashes = [digest for digest, _ in part for _ in by_hash[digest]]
         async with res.engine.begin() as conn:
