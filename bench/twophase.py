@@ -135,7 +135,10 @@ async def raw_seconds(texts: list[str], settings: Settings) -> float:
 
 
 def twophase(bench: BenchEnvironment, path: Path, *, embedder: str, processes: int, threads: int) -> dict[str, Any]:
-    env = bench.env(embedder=embedder)
+    # WORKERS=never: the server must not start a pool of its own beside the stack's worker (it
+    # would in its first second, before the stack's worker is seen attached): two processes
+    # would share the model's two cores and the figures would not be this layout's.
+    env = bench.env(embedder=embedder, workers="never")
     stack = bench.stack(env, processes=processes, threads=threads)
     stack.start_workers()
     stack.start_server()
