@@ -253,6 +253,8 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, chunks: Seq
     name = res.embedder.name
     # Texts embedded since the batch was written (by another batch, an earlier run of this one).
     async with res.engine.begin() as conn:
+        if not await jobs.lock_live(conn, job):
+            return False
         filled = set(await fill_from_cache(conn, name, [chunk.id for chunk in chunks], hashes))
         if filled:
             row = await jobs.add_vectors(conn, job, len(filled))
@@ -283,8 +285,13 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, chunks: Seq
         async with res.engine.begin() as conn:
             # The backend answered: a job blocked on it runs again (job row first: the lock order).
             await jobs.unblock_job(conn, job, backend=name)
+            live = await jobs.lock_live(conn, job)
+            # Cached even for a stopped job: the next job of the repository needs these texts too.
             await embedding_cache.store(conn, name, [digest for digest, _ in part], list(vectors))
-            await save_vectors(conn, res, job, batch_no, part_chunks, part_hashes, embedded=len(part))
+            if live:
+                await save_vectors(conn, res, job, batch_no, part_chunks, part_hashes, embedded=len(part))
+        if not live:
+            return False
     async with res.engine.begin() as conn:
         await ledger.count_embedded(conn, job, batch_no, cached=len(filled))
     metrics.texts_needed(cached=len(filled), embedded=len(missing))

@@ -601,6 +601,18 @@ async def add_vectors(conn: AsyncConnection, job_id: uuid.UUID, chunks: int) -> 
     )
 
 
+async def lock_live(conn: AsyncConnection, job_id: uuid.UUID) -> bool:
+    """Lock the job's row for an update in this transaction; True when the job is live.
+
+    The embed stage calls it before storing a call's vectors: a cancel commits either before (no
+    vector is stored after it) or after that transaction.
+    """
+    status = await conn.scalar(
+        text("SELECT status FROM indexing_jobs WHERE id = :id FOR NO KEY UPDATE"), {"id": job_id}
+    )
+    return status in LIVE_STATUSES
+
+
 async def count_batch_done(conn: AsyncConnection, job_id: uuid.UUID) -> None:
     """One more batch with its vectors recorded: the job completes after its last one."""
     await conn.execute(
