@@ -12,7 +12,8 @@ PostgreSQL), polled through the MCP tools as a client would:
   first); ``efficiency`` is raw ÷ pipeline (target >= 0.85);
 - ``longest_progress_gap_s``: the longest time between two status polls that differ in any of
   ``progress_percentage``, ``searchable_percentage``, ``semantic_percentage``, ``chunks_embedded``
-  (target <= 10 s), and the same for ``progress_percentage`` alone.
+  (target <= 10 s), and the same for ``progress_percentage`` alone; ``first_vector_s`` and the
+  longest gap after it separate the worker's one-time model load (the job starts with the stack).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ async def follow_two_phases(client: McpClient, db: asyncpg.Pool, job_id: str, re
     bar_changes: list[float] = [0.0]
     previous: tuple[int, ...] | None = None
     searchable_100: float | None = None
+    first_vector: float | None = None
     while True:
         status = await client.call("get_indexing_status", job_id=job_id)
         now = time.perf_counter() - begin
@@ -82,6 +84,8 @@ async def follow_two_phases(client: McpClient, db: asyncpg.Pool, job_id: str, re
         previous = figures
         if searchable_100 is None and status["searchable_percentage"] == 100:
             searchable_100 = now
+        if first_vector is None and status["chunks_embedded"] > 0:
+            first_vector = now
         if target is None:
             target = await last_batch_target(db, job_id, repo)
         if target is not None and text_hit is None:
@@ -93,8 +97,14 @@ async def follow_two_phases(client: McpClient, db: asyncpg.Pool, job_id: str, re
         if status["status"] in TERMINAL_STATUSES:
             if status["status"] != "completed":
                 raise RuntimeError(f"twophase job ended {status['status']}: {status.get('error_message')}")
+            after = [t for t in changes if first_vector is not None and t >= first_vector]
             return {
                 "first_text_hit_last_batch_s": None if text_hit is None else round(text_hit, 1),
+                # The worker loads the model at boot: a job started with the stack waits for it once.
+                "first_vector_s": None if first_vector is None else round(first_vector, 1),
+                "longest_gap_after_first_vector_s": round(
+                    max((b - a for a, b in zip(after, after[1:], strict=False)), default=0.0), 1
+                ),
                 "searchable_100_s": None if searchable_100 is None else round(searchable_100, 1),
                 "semantic_100_s": round(semantic_100 or now, 1),
                 "longest_progress_gap_s": round(max(b - a for a, b in zip(changes, changes[1:], strict=False)), 1),
