@@ -55,10 +55,13 @@ class EmbedPace:
         self.seconds_per_text = measured if previous is None else 0.7 * previous + 0.3 * measured
 
     def call_size(self, maximum: int) -> int:
+        smallest = min(EMBED_CALL_MIN_TEXTS, maximum)
         if self.seconds_per_text is None:
-            return maximum
+            # Unmeasured (the process's first call, often right after the model loaded): small, so
+            # the job's first vectors, and the speed the next calls are sized by, come soon.
+            return smallest
         paced = int(EMBED_CALL_TARGET_SECONDS / self.seconds_per_text)
-        return max(min(EMBED_CALL_MIN_TEXTS, maximum), min(paced, maximum))
+        return max(smallest, min(paced, maximum))
 
 
 @dataclass(slots=True)
