@@ -16,10 +16,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import dramatiq
+from dramatiq.broker import Consumer
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AsyncIO
 from dramatiq.middleware.prometheus import DB_PATH
 
+from actors.messages import EMBED_QUEUE
 from actors.resources import WorkerResources
 from models.exporter import LoopbackPrometheus
 from models.logs import configure_logging
@@ -61,10 +63,32 @@ def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor[Any, Any
     return declared
 
 
+class PipelineBroker(RabbitmqBroker):
+    """RabbitMQ with the embed queue's prefetch capped at ``embed_prefetch`` per worker process.
+
+    A Dramatiq thread stays with an async actor until its coroutine ends, and an embed message
+    waits for the process's embed slot (``EMBED_CONCURRENCY``) on a thread. With the usual
+    prefetch (one or two messages per thread) every thread of a process ends up holding an embed
+    message that waits, and chunking, writing and recording wait behind them: progress stalls
+    (measured: 5 % for four minutes, then 100 %). Capped at ``EMBED_CONCURRENCY``, a process
+    holds no more embed messages than it can run, and its other threads stay free for the other
+    queues; the next batch's message comes within milliseconds of the previous one's ack.
+    """
+
+    def __init__(self, *, embed_prefetch: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.embed_prefetch = embed_prefetch
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        if queue_name == EMBED_QUEUE:
+            prefetch = max(1, min(prefetch, self.embed_prefetch))
+        return super().consume(queue_name, prefetch, timeout)
+
+
 def build_broker(settings: Settings, *, worker: bool = False) -> tuple[RabbitmqBroker, WorkerResources]:
     # confirm_delivery: a publish returns only once RabbitMQ holds the message, which is what lets
     # a ledger transaction commit right after publishing without ever losing a batch.
-    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+    broker = PipelineBroker(url=settings.broker_url, confirm_delivery=True, embed_prefetch=settings.embed_concurrency)
     broker.add_middleware(AsyncIO())
     if worker:
         # Dramatiq's metrics plus ours (actors/metrics.py), summed over the worker processes and

@@ -1,9 +1,9 @@
 """``record_batch``: the one place that advances a job from its ledger.
 
-Records a written batch, adds its counters to the job, moves progress (never backwards), tops up
-the job's in-flight window, finishes the job after its last batch and then starts the next
-pending job. Rows are locked job-first, then batch, like every other writer, so it never
-deadlocks with the stages.
+Records a batch twice: its text (adds its counters to the job, sends it to the embed stage, tops
+up the job's text window) and its vectors (finishes the job after its last batch and then starts
+the next pending job); progress moves each time (never backwards). Rows are locked job-first,
+then batch, like every other writer, so it never deadlocks with the stages.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from actors import metrics
 from actors.broker import stage_actor, worker_resources
-from actors.dispatch import dispatch_window, job_ended
-from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES
+from actors.dispatch import dispatch_window, job_ended, publish
+from actors.messages import COORDINATE_QUEUE, STAGE_RETRIES, embed_message
 from models import jobs, ledger, lifecycle
 from models.database_watch import disk_full_note
 from models.logs import failure_cause, log_context
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 )
 @metrics.timed_stage("record")
 async def record_batch(job_id: str, batch_no: int, token: str) -> None:
+    """Record a batch's text (then send it to the embed stage and top up the text window) or its
+    vectors (then, after the last batch, complete the job)."""
     res = await worker_resources().get()
     job = uuid.UUID(job_id)
     finished = jobs.Finished(jobs.JobStatus.COMPLETED, ended=False)
@@ -36,41 +38,40 @@ async def record_batch(job_id: str, batch_no: int, token: str) -> None:
             row = await jobs.lock_job(conn, job)
             if row is None:
                 return
-            recorded = await ledger.take_for_recording(conn, job, batch_no, uuid.UUID(token))
+
+            async def send_embed(next_token: uuid.UUID) -> None:
+                await publish(embed_message(job, batch_no, next_token))
+
+            recorded = await ledger.take_for_recording(conn, job, batch_no, uuid.UUID(token), send_embed=send_embed)
             if recorded is None:
                 logger.debug("batch already recorded or message stale")
                 return
             tally = jobs.tally(row)
-            await jobs.add_batch_counts(
-                conn,
-                job,
-                indexed=recorded.files_indexed,
-                skipped=recorded.files_skipped,
-                failed=recorded.files_failed,
-                chunks=recorded.chunks_created,
-            )
-            metrics.batch_recorded(recorded)  # counted once this call returns, i.e. after the commit
+            if recorded.phase == "text":
+                await jobs.add_text_counts(
+                    conn,
+                    job,
+                    files=recorded.file_count,
+                    indexed=recorded.files_indexed,
+                    skipped=recorded.files_skipped,
+                    failed=recorded.files_failed,
+                    chunks=recorded.chunks_created,
+                    chunks_embedded=recorded.chunks_embedded,
+                )
+                metrics.batch_recorded(recorded)  # counted once this call returns, i.e. after the commit
+            else:
+                await jobs.count_batch_done(conn, job)
             if tally.status not in jobs.LIVE_STATUSES:
                 # Cancelled or failed: the counters still tell the truth about what is stored.
                 return
-            if lifecycle.last_batch(tally):
+            if recorded.phase == "vectors" and lifecycle.last_batch(tally):
                 finished = await jobs.finish_job(conn, job, jobs.Completed(res.embedder.name, res.embedder.dimension))
             else:
-                progress = lifecycle.progress_after_batch(
-                    tally,
-                    files_indexed=recorded.files_indexed,
-                    chunks=recorded.chunks_created,
-                    counts=await ledger.stage_counts(conn, job),
-                    files_done=await ledger.files_recorded(conn, job),
-                )
-                await jobs.record_progress(conn, job, progress)
-                await dispatch_window(conn, job, res.settings.batches_in_flight)
+                await jobs.record_current_progress(conn, job, before=tally.progress_percentage)
+                if recorded.phase == "text":
+                    await dispatch_window(conn, job, res.settings.batches_in_flight)
         if finished.ended:
-            logger.info(
-                "job completed: %d files, %d chunks",
-                tally.files_indexed + recorded.files_indexed,
-                tally.chunks_created + recorded.chunks_created,
-            )
+            logger.info("job completed: %d files, %d chunks", tally.files_indexed, tally.chunks_created)
         await job_ended(res.engine, res.settings.max_concurrent_jobs, finished)
 
 

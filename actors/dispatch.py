@@ -11,7 +11,7 @@ import dramatiq
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from actors import metrics
-from actors.messages import chunk_message, plan_message, record_message
+from actors.messages import chunk_message, embed_message, plan_message, record_message
 from models import jobs, ledger
 
 
@@ -64,14 +64,19 @@ async def job_ended(engine: AsyncEngine, max_concurrent_jobs: int, finished: job
 async def redispatch_stale(conn: AsyncConnection, *, older_than_seconds: float) -> list[tuple[uuid.UUID, int, str]]:
     """Re-send batches whose messages were lost (broker data loss, purged queue): none is ever stranded.
 
-    A written batch only needs its record message again; any earlier stage restarts from chunking
-    (its payload travelled in the lost message). The fresh token retires any old message still alive.
+    A written or embedded batch only needs its record message again, a searchable one its embed
+    message (the embed stage reads the stored chunks); a queued or chunked one restarts from
+    chunking (its payload travelled in the lost message). The fresh token retires any old message
+    still alive.
     """
     stale = await ledger.stale_batches(conn, older_than_seconds=older_than_seconds)
     for job_id, batch_no, state in stale:
         token = uuid.uuid4()
-        if state == "written":
+        if state in ("written", "embedded"):
             await publish(record_message(job_id, batch_no, token))
+            await ledger.replace_token(conn, job_id, batch_no, token)
+        elif state == "searchable":
+            await publish(embed_message(job_id, batch_no, token))
             await ledger.replace_token(conn, job_id, batch_no, token)
         else:
             await publish(chunk_message(job_id, batch_no, token))

@@ -1,9 +1,10 @@
 """Queue names, message builders and the typed batch payload, so any process can publish without
 importing the actors.
 
-Messages stay small and bounded: a chunk message names its batch; embed and write messages carry
-the batch's chunk texts (and vectors), bounded by ``BATCH_SIZE`` files of at most
-``BATCH_MAX_BYTES`` source bytes. The payload is a :class:`BatchPayload`; :func:`encode_payload`
+Messages stay small and bounded: chunk, embed and record messages name their batch; a write
+message carries the batch's chunk texts, bounded by ``BATCH_SIZE`` files of at most
+``BATCH_MAX_BYTES`` source bytes (the embed stage reads the stored chunks from the database, so
+an embed host needs no access to the repositories). The payload is a :class:`BatchPayload`; :func:`encode_payload`
 and :func:`decode_payload` are the only code that knows its wire form (a ``version`` number, chunks
 as ``[start_line, end_line, symbol, content, header]`` lists, which keeps messages compact).
 """
@@ -171,13 +172,13 @@ def chunk_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> dramati
     return _message(CHUNK_QUEUE, "chunk_batch", str(job_id), batch_no, str(token))
 
 
-def embed_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID, payload: BatchPayload) -> dramatiq.Message[Any]:
-    return _message(EMBED_QUEUE, "embed_batch", str(job_id), batch_no, str(token), encode_payload(payload))
+def embed_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> dramatiq.Message[Any]:
+    """No payload: the embed stage reads the batch's stored chunks that still lack a vector."""
+    return _message(EMBED_QUEUE, "embed_batch", str(job_id), batch_no, str(token))
 
 
 def write_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID, payload: BatchPayload) -> dramatiq.Message[Any]:
-    if payload.vectors is None:
-        raise ValueError("a write message carries the batch's vectors")
+    """The chunk stage's payload (no vectors: they come in the vector phase)."""
     return _message(WRITE_QUEUE, "write_batch", str(job_id), batch_no, str(token), encode_payload(payload))
 
 

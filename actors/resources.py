@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq import Broker, Middleware, Worker
@@ -18,6 +18,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.embedders import Embedder, build_embedder, configured_dimension_async
+from actors.messages import EMBED_QUEUE
 from actors.signals import guard_duplicate_sigterm
 from models.database import create_engine, resolve_database_url
 from models.database_watch import is_database_outage, revive_embedded_postgres_sync
@@ -27,11 +28,48 @@ from models.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+#: Seconds of model time one embedder call should take at most: each call commits its vectors and
+#: moves the job's progress, so this bounds the time between progress updates (FR-005: 10 s).
+EMBED_CALL_TARGET_SECONDS = 3.0
+#: The smallest call the pace chooses: the local model's forward pass (``LOCAL_BATCH_SIZE``) size.
+EMBED_CALL_MIN_TEXTS = 16
+
+
+@dataclass(slots=True)
+class EmbedPace:
+    """The embedder's measured speed in this process, which sizes its calls.
+
+    ``EMBED_BATCH_SIZE`` texts take 1.3 s on a quiet two-core machine with the bundled model, but
+    ten times that when other work shares the cores: calls shrink so that each takes about
+    :data:`EMBED_CALL_TARGET_SECONDS` (never below :data:`EMBED_CALL_MIN_TEXTS` nor above the setting).
+    """
+
+    seconds_per_text: float | None = None
+
+    def observe(self, texts: int, seconds: float) -> None:
+        if texts <= 0 or seconds <= 0:
+            return
+        measured = seconds / texts
+        previous = self.seconds_per_text
+        # Smoothed, so one slow call (a pause, a long text) does not halve the next ones.
+        self.seconds_per_text = measured if previous is None else 0.7 * previous + 0.3 * measured
+
+    def call_size(self, maximum: int) -> int:
+        smallest = min(EMBED_CALL_MIN_TEXTS, maximum)
+        if self.seconds_per_text is None:
+            # Unmeasured (the process's first call, often right after the model loaded): small, so
+            # the job's first vectors, and the speed the next calls are sized by, come soon.
+            return smallest
+        paced = int(EMBED_CALL_TARGET_SECONDS / self.seconds_per_text)
+        return max(smallest, min(paced, maximum))
+
+
 @dataclass(slots=True)
 class Resources:
     settings: Settings
     engine: AsyncEngine
     embedder: Embedder
+    embed_pace: EmbedPace = field(default_factory=EmbedPace)
 
 
 class WorkerResources(Middleware):
@@ -77,11 +115,15 @@ class WorkerResources(Middleware):
             self._resources = None
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        """Load the local model in the background now, so the first embed batch does not wait for it.
+        """Load the local model in the background now, so the first embed batch does not wait for it
+        (only in a process that consumes the embed queue).
 
         Also makes a process-group SIGTERM stop the worker rather than hang it (actors/signals.py).
         """
         guard_duplicate_sigterm()
+        queues = getattr(worker, "consumer_whitelist", None)
+        if queues and EMBED_QUEUE not in queues:
+            return  # never embeds (``-Q`` without index.embed): the model's memory stays free
         if self.settings.embedder == "local":
             from actors.embedders.local_model import load_model
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors.messages import BatchPayload, FileRecord, NotIndexed
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 #: text, NaN in a vector), 54 program limit exceeded (index row size, tsvector size).
 PER_FILE_SQLSTATE_CLASSES = ("22", "54")
 
-StoreBatch = Callable[[AsyncConnection, uuid.UUID, uuid.UUID, BatchPayload], Awaitable[int]]
+StoreBatch = Callable[[AsyncConnection, uuid.UUID, uuid.UUID, BatchPayload, Sequence[Any | None]], Awaitable[int]]
 
 
 def sqlstate_of(error: BaseException) -> str | None:
@@ -76,47 +76,45 @@ def refusal_reason(error: BaseException, item: FileRecord) -> str:
     return f"PostgreSQL refused it: {message}"
 
 
-def _only(batch: BatchPayload, item: FileRecord, first_chunk: int) -> BatchPayload:
-    vectors = batch.vectors[first_chunk : first_chunk + len(item.chunks)] if batch.vectors is not None else None
-    return dataclasses.replace(batch, files=(item,), skipped=(), failed=(), vectors=vectors)
-
-
 async def store_rejecting_bad_files(
-    conn: AsyncConnection, store: StoreBatch, repository_id: uuid.UUID, job: uuid.UUID, batch: BatchPayload
-) -> tuple[int, BatchPayload]:
-    """``store(conn, repository_id, job, batch)``, leaving out the files PostgreSQL refuses.
+    conn: AsyncConnection,
+    store: StoreBatch,
+    repository_id: uuid.UUID,
+    job: uuid.UUID,
+    batch: BatchPayload,
+    vectors: Sequence[Any | None],
+) -> tuple[int, BatchPayload, list[Any | None]]:
+    """``store(conn, repository_id, job, batch, vectors)``, leaving out the files PostgreSQL refuses.
 
-    Returns the chunks written and the batch as stored: the refused files moved from ``files`` to
-    ``failed`` (with the reason), ``vectors`` cut to match.
+    ``vectors`` has one entry per chunk of ``batch`` (None: no vector yet). Returns the chunks
+    written, the batch as stored (the refused files moved from ``files`` to ``failed``, with the
+    reason) and the vectors of the stored chunks.
     """
     try:
         async with conn.begin_nested():
-            return await store(conn, repository_id, job, batch), batch
+            return await store(conn, repository_id, job, batch, vectors), batch, list(vectors)
     except Exception as error:
         if not refused_value(error):
             raise
         logger.warning("PostgreSQL refused batch data (%s); storing its files one by one", _postgres_message(error))
     chunks = 0
     kept: list[FileRecord] = []
-    kept_vectors: list[np.ndarray] = []
+    kept_vectors: list[Any | None] = []
     refused: list[NotIndexed] = []
     first_chunk = 0
     for item in batch.files:
-        single = _only(batch, item, first_chunk)
+        single = dataclasses.replace(batch, files=(item,), skipped=(), failed=())
+        own = list(vectors[first_chunk : first_chunk + len(item.chunks)])
         first_chunk += len(item.chunks)
         try:
             async with conn.begin_nested():
-                chunks += await store(conn, repository_id, job, single)
+                chunks += await store(conn, repository_id, job, single, own)
         except Exception as error:
             if not refused_value(error):
                 raise
             refused.append(NotIndexed(item.path, refusal_reason(error, item)))
             continue
         kept.append(item)
-        if single.vectors is not None:
-            kept_vectors.append(single.vectors)
-    vectors = batch.vectors
-    if vectors is not None:
-        vectors = np.concatenate(kept_vectors) if kept_vectors else vectors[:0]
-    stored = dataclasses.replace(batch, files=tuple(kept), failed=batch.failed + tuple(refused), vectors=vectors)
-    return chunks, stored
+        kept_vectors.extend(own)
+    stored = dataclasses.replace(batch, files=tuple(kept), failed=batch.failed + tuple(refused))
+    return chunks, stored, kept_vectors

@@ -1,6 +1,6 @@
 """The benchmark suite, one command: every figure measured in the same run on the same machine.
 
-    python -m bench [--quick] [--sections embedder,pipeline,orchestration,latency,resume,search,scaling,watch]
+    python -m bench [--quick] [--sections embedder,pipeline,orchestration,latency,resume,search,scaling,watch,twophase]
 
 Sections:
   embedder       raw throughput of the default local embedder (CODEBASE_MCP_EMBEDDER: local or
@@ -17,6 +17,9 @@ Sections:
   scaling        pipeline with 1, 2, 4 worker processes (real model and fake embedder)
   watch          a watched repository with the default embedder: seconds from saving a file to a
                  text search that finds its new text, and to its new vector (bench/watch.py)
+  twophase       a job with the real model on --twophase-files files (bench/twophase.py): time to the
+                 first full-text hit in the last-planned batch, to semantic 100 %, raw embedder ÷
+                 pipeline time for the same chunks, longest gap between progress changes
 
 Prints a table and writes ``bench/results/bench_<timestamp>.json`` (and ``bench/results/latest.json``).
 """
@@ -54,7 +57,7 @@ from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient, Stack
 
-SECTIONS = ("embedder", "pipeline", "orchestration", "latency", "resume", "search", "scaling", "watch")
+SECTIONS = ("embedder", "pipeline", "orchestration", "latency", "resume", "search", "scaling", "watch", "twophase")
 TERMINAL = TERMINAL_STATUSES
 
 
@@ -455,6 +458,10 @@ def main() -> int:
         help="a setting for the real-model pipeline job, e.g. --set batch_size=50 (repeatable)",
     )
     parser.add_argument("--no-before", action="store_true", help="skip the fp32/batch-64 'before' pipeline job")
+    parser.add_argument("--twophase-files", type=int, help="files of the twophase job (default 2000; quick 200)")
+    parser.add_argument(
+        "--twophase-threads", type=int, default=4, help="threads of its one worker process (serve's default: 4)"
+    )
     args = parser.parse_args()
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
@@ -568,6 +575,21 @@ def main() -> int:
                 files, saves = (100, 4) if args.quick else (args.watch_files, 10)
                 embedder = "fake" if args.watch_embedder == "fake" else settings.embedder
                 done("watch", watch_latency(bench, embedder=embedder, files=files, lines=args.lines, saves=saves))
+        if "twophase" in sections:
+            with guarded("twophase"):
+                from bench.twophase import twophase
+
+                count = args.twophase_files or (200 if args.quick else 2000)
+                done(
+                    "twophase",
+                    twophase(
+                        bench,
+                        repo(bench, f"twophase-{count}", count, args.lines, seed=44),
+                        embedder=settings.embedder,
+                        processes=1,
+                        threads=args.twophase_threads,
+                    ),
+                )
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(table(results))
     out_dir = ROOT / "bench" / "results"
@@ -609,6 +631,12 @@ def table(results: dict[str, Any]) -> str:
         after = f"{r['running_after_restart_s']} / {r['progress_after_restart_s']} s"
         rows.append(("resume: running / progress after restart", after))
         rows.append(("duplicate embedding work", f"{r['duplicate_work_percent']} %"))
+    if "twophase" in results:
+        t = results["twophase"]
+        rows.append(("two phases: first text hit in the last batch", f"{t['first_text_hit_last_batch_s']} s"))
+        rows.append(("two phases: semantic 100 %", f"{t['semantic_100_s']} s ({t['chunks']} chunks)"))
+        rows.append(("two phases: raw embedder / pipeline (target >= 0.85)", str(t["efficiency"])))
+        rows.append(("two phases: longest progress gap (target <= 10 s)", f"{t['longest_progress_gap_s']} s"))
     for key, value in results.items():
         if key.startswith("search_"):
             rows.append((f"search p50 / p95 at {value['chunks']} chunks", f"{value['p50_ms']} / {value['p95_ms']} ms"))

@@ -34,7 +34,10 @@ from models.lifecycle import (
     cancelled_message,
     completion_message,
     failed_message,
+    progress_of,
     resumed_message,
+    searchable_fraction,
+    semantic_fraction,
     waiting_message,
 )
 from models.logs import redact
@@ -45,7 +48,7 @@ _ADMISSION_LOCK_KEY = 0x0C0DE10B5
 JOB_COLUMNS = (
     "id, repository_id, repo_path, name, status, phase, progress_percentage, progress_message, files_total, "
     "files_indexed, files_skipped, files_failed, files_unchanged, files_removed, chunks_created, batches_total, "
-    "batches_done, error_message, "
+    "batches_done, files_searchable, batches_searchable, chunks_embedded, error_message, "
     "created_at, started_at, planned_at, completed_at, cancelled_at, failed_at, updated_at"
 )
 
@@ -540,26 +543,86 @@ def tally(row: RowMapping) -> JobTally:
         files_unchanged=int(row["files_unchanged"] or 0),
         chunks_created=int(row["chunks_created"]),
         progress_percentage=int(row["progress_percentage"]),
+        files_searchable=int(row["files_searchable"]),
+        chunks_embedded=int(row["chunks_embedded"]),
     )
 
 
-async def add_batch_counts(
-    conn: AsyncConnection, job_id: uuid.UUID, *, indexed: int, skipped: int, failed: int, chunks: int
+async def add_text_counts(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    *,
+    files: int,
+    indexed: int,
+    skipped: int,
+    failed: int,
+    chunks: int,
+    chunks_embedded: int,
 ) -> None:
-    """Add one recorded batch's counters to the job (whatever its status: they say what is stored)."""
+    """Add one batch's text-phase counters to the job (whatever its status: they say what is stored).
+
+    ``files`` is the batch's file count (now searchable), ``chunks_embedded`` its chunks stored with
+    a vector from the embedding cache.
+    """
     await conn.execute(
         text(
-            "UPDATE indexing_jobs SET batches_done = batches_done + 1, "
+            "UPDATE indexing_jobs SET batches_searchable = batches_searchable + 1, "
+            "files_searchable = files_searchable + :files, "
             "files_indexed = files_indexed + :indexed, files_skipped = files_skipped + :skipped, "
             "files_failed = files_failed + :failed, chunks_created = chunks_created + :chunks, "
-            "updated_at = now() WHERE id = :id"
+            "chunks_embedded = chunks_embedded + :embedded, updated_at = now() WHERE id = :id"
         ),
-        {"id": job_id, "indexed": indexed, "skipped": skipped, "failed": failed, "chunks": chunks},
+        {
+            "id": job_id,
+            "files": files,
+            "indexed": indexed,
+            "skipped": skipped,
+            "failed": failed,
+            "chunks": chunks,
+            "embedded": chunks_embedded,
+        },
+    )
+
+
+async def add_vectors(conn: AsyncConnection, job_id: uuid.UUID, chunks: int) -> RowMapping | None:
+    """Count ``chunks`` more chunks with a vector (one embedder call's); returns the job's row after it."""
+    return (
+        (
+            await conn.execute(
+                text(
+                    "UPDATE indexing_jobs SET chunks_embedded = chunks_embedded + :n, updated_at = now() "
+                    f"WHERE id = :id RETURNING {JOB_COLUMNS}"
+                ),
+                {"id": job_id, "n": chunks},
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def lock_live(conn: AsyncConnection, job_id: uuid.UUID) -> bool:
+    """Lock the job's row for an update in this transaction; True when the job is live.
+
+    The embed stage calls it before storing a call's vectors: a cancel commits either before (no
+    vector is stored after it) or after that transaction.
+    """
+    status = await conn.scalar(
+        text("SELECT status FROM indexing_jobs WHERE id = :id FOR NO KEY UPDATE"), {"id": job_id}
+    )
+    return status in LIVE_STATUSES
+
+
+async def count_batch_done(conn: AsyncConnection, job_id: uuid.UUID) -> None:
+    """One more batch with its vectors recorded: the job completes after its last one."""
+    await conn.execute(
+        text("UPDATE indexing_jobs SET batches_done = batches_done + 1, updated_at = now() WHERE id = :id"),
+        {"id": job_id},
     )
 
 
 async def record_progress(conn: AsyncConnection, job_id: uuid.UUID, progress: BatchProgress) -> None:
-    """Store a batch's progress (never backwards) and its 10 % step event, if any."""
+    """Store the job's progress (never backwards) and its 10 % step event, if any."""
     await conn.execute(
         text(
             # A blocked job keeps saying what it waits for.
@@ -571,6 +634,70 @@ async def record_progress(conn: AsyncConnection, job_id: uuid.UUID, progress: Ba
     )
     if progress.event is not None:
         await add_event(conn, job_id, "progress", progress.event)
+
+
+async def record_current_progress(conn: AsyncConnection, job_id: uuid.UUID, *, before: int) -> None:
+    """Store the job's progress as its row says now (counters already added in this transaction).
+
+    ``before`` is the percentage the caller read first, for the 10 % step event.
+    """
+    current = await find_job(conn, job_id)
+    if current is None or current["status"] not in LIVE_STATUSES:
+        return
+    rows = await conn.execute(
+        text("SELECT state, count(*) AS n FROM index_batches WHERE job_id = :job_id GROUP BY state"),
+        {"job_id": job_id},
+    )
+    counts = {row.state: int(row.n) for row in rows}
+    await record_progress(conn, job_id, progress_of(tally(current), counts=counts, before=before))
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How much of a repository with a live job search reaches by words and by meaning."""
+
+    repository_id: uuid.UUID
+    name: str
+    searchable_percentage: int
+    semantic_percentage: int
+
+
+async def live_coverage(conn: AsyncConnection, repository_ids: list[uuid.UUID] | None) -> list[Coverage]:
+    """Coverage of the repositories (all when ``repository_ids`` is None) that have a live, planned job.
+
+    Read from the job rows alone (no count over chunks): the files the job leaves unchanged count as
+    searched both ways, its own files in the shares its counters say.
+    """
+    rows = await conn.execute(
+        text(
+            "SELECT j.repository_id, r.name, j.files_total, j.files_unchanged, j.files_searchable, "
+            "j.chunks_created, j.chunks_embedded FROM indexing_jobs j JOIN repositories r ON r.id = j.repository_id "
+            "WHERE j.status = ANY(:live) AND j.planned_at IS NOT NULL "
+            "AND (CAST(:ids AS uuid[]) IS NULL OR j.repository_id = ANY(:ids)) ORDER BY r.name"
+        ),
+        {"live": list(LIVE_STATUSES), "ids": repository_ids},
+    )
+    out = []
+    for row in rows:
+        total = int(row.files_total or 0)
+        kept = int(row.files_unchanged or 0)
+        text_share = searchable_fraction(files_total=total, files_searchable=int(row.files_searchable))
+        semantic_share = semantic_fraction(
+            files_total=total,
+            files_searchable=int(row.files_searchable),
+            chunks_created=int(row.chunks_created),
+            chunks_embedded=int(row.chunks_embedded),
+        )
+        everything = max(total + kept, 1)
+        out.append(
+            Coverage(
+                row.repository_id,
+                row.name,
+                int(100 * (kept + total * text_share) / everything),
+                int(100 * (kept + total * semantic_share) / everything),
+            )
+        )
+    return out
 
 
 # --- recovery (the server's resume and upkeep) ---------------------------------------------------

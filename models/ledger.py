@@ -1,11 +1,17 @@
 """The batch ledger: one row per file batch of a job, and the rules that move a batch along.
 
-A batch moves ``pending → queued → chunked → embedded → written → recorded``. The row's ``token``
-names the one message allowed to move it on: each hop publishes the next message carrying a fresh
-token and stores that token in the same transaction, while holding the row lock. So:
+A job has two phases (issue 12). The text phase moves a batch ``pending → queued → chunked →
+written → searchable``: chunked, stored (files and chunks, with the vectors the embedding cache
+already knows), then recorded by the coordinator, after which its chunks are full-text searchable.
+The vector phase moves it ``searchable → embedded → recorded``: the embed stage gives every stored
+chunk still without a vector one (committed per embedder call), the coordinator records it.
+
+The row's ``token`` names the one message allowed to move it on: each hop publishes the next
+message carrying a fresh token and stores that token in the same transaction, while holding the
+row lock. So:
 
 - a redelivered message (worker killed mid-stage) still holds the current token and redoes only
-  its own stage;
+  its own stage (the embed stage only the chunks still without a vector);
 - a message published by a transaction that then failed holds a token the row never stored and is
   dropped on arrival;
 - the write stage stores chunks and marks the batch ``written`` in one transaction, so a
@@ -25,12 +31,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.lifecycle import IN_FLIGHT_STAGE, LIVE_STATUSES
+from models.lifecycle import IN_FLIGHT_STAGE, LIVE_STATUSES, TEXT_WINDOW_STATES
 
 #: What may be counted (and uncounted) as a run of a stage on a batch.
 RUN_COLUMNS = ("chunk_runs", "embed_runs", "write_runs")
 
 SendNext = Callable[[uuid.UUID], Awaitable[None]]
+
+
+class JobNotLiveError(RuntimeError):
+    """The job stopped (cancelled, failed) while a stage worked: its transaction must roll back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +86,17 @@ def diff_against_index(on_disk: Mapping[str, str | None], indexed: Mapping[str, 
 
 
 async def indexed_files(conn: AsyncConnection, repository_id: uuid.UUID) -> dict[str, str]:
-    """``path -> content_hash`` of every file of the repository in the index."""
+    """``path -> content_hash`` of every file of the repository in the index.
+
+    A file with a chunk still without a vector (its job was cancelled or failed between the two
+    phases) maps to ``""``, so the next job counts it as changed and gives it its vectors.
+    """
     rows = await conn.execute(
-        text("SELECT path, content_hash FROM files WHERE repository_id = :id"), {"id": repository_id}
+        text(
+            "SELECT f.path, CASE WHEN EXISTS (SELECT 1 FROM chunks c WHERE c.file_id = f.id AND c.embedding IS NULL) "
+            "THEN '' ELSE f.content_hash END AS content_hash FROM files f WHERE f.repository_id = :id"
+        ),
+        {"id": repository_id},
     )
     return {row.path: row.content_hash for row in rows}
 
@@ -116,11 +134,14 @@ async def write_plan(conn: AsyncConnection, job_id: uuid.UUID, batches: Sequence
 
 
 async def batches_to_dispatch(conn: AsyncConnection, job_id: uuid.UUID, window: int) -> list[int]:
-    """Pending batches that fit in the job's in-flight window (lowest numbers first), locked."""
+    """Pending batches that fit in the job's text window (lowest numbers first), locked.
+
+    Only the text phase counts: batches waiting for the embedder leave room for the next ones.
+    """
     in_flight = int(
         await conn.scalar(
             text("SELECT count(*) FROM index_batches WHERE job_id = :job_id AND state = ANY(:states)"),
-            {"job_id": job_id, "states": list(IN_FLIGHT_STAGE)},
+            {"job_id": job_id, "states": list(TEXT_WINDOW_STATES)},
         )
         or 0
     )
@@ -165,7 +186,8 @@ async def _lock_batch(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int) -
     return (
         await conn.execute(
             text(
-                "SELECT state, token, files, file_count, files_indexed, files_skipped, files_failed, chunks_created "
+                "SELECT state, token, files, file_count, files_indexed, files_skipped, files_failed, chunks_created, "
+                "chunks_embedded "
                 "FROM index_batches WHERE job_id = :job_id AND batch_no = :batch_no FOR UPDATE"
             ),
             {"job_id": job_id, "batch_no": batch_no},
@@ -222,15 +244,16 @@ async def hop(
 
     ``work`` runs inside the same transaction after the checks (the write stage stores its chunks
     there); ``run_column`` is counted here when the stage's work is the transaction itself.
-    Returns False (and publishes nothing) when the message is stale or, with
-    ``require_job_live``, the job is no longer live (running or blocked).
+    Returns False (and publishes nothing) when the message is stale.
+
+    With ``require_job_live``, the job must still be live (running or blocked) once the work is
+    done: checked under a share lock on the job's row, which a cancel's update waits for, so
+    nothing is stored after a cancel commits. Otherwise :class:`JobNotLiveError` is raised and the
+    caller's transaction, work included, rolls back. The share lock is taken last, after the
+    batch's, so a cancel waits milliseconds rather than a whole write; this cannot deadlock, as no
+    job-row locker waits for a batch being written (record messages target written or embedded
+    batches only, dispatch and upkeep skip locked rows).
     """
-    if require_job_live:
-        status = await conn.scalar(
-            text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
-        )
-        if status not in LIVE_STATUSES:
-            return False
     current = await _lock_batch(conn, job_id, batch_no)
     if current is None or current.state != from_state or current.token != token:
         return False
@@ -238,6 +261,12 @@ async def hop(
         await _count_run(conn, job_id, batch_no, run_column)
     if work is not None:
         await work(conn)
+    if require_job_live:
+        status = await conn.scalar(
+            text("SELECT status FROM indexing_jobs WHERE id = :job_id FOR SHARE"), {"job_id": job_id}
+        )
+        if status not in LIVE_STATUSES:
+            raise JobNotLiveError(f"job {job_id} is {status}: batch {batch_no} not stored")
     next_token = uuid.uuid4()
     await send_next(next_token)
     await conn.execute(
@@ -252,12 +281,21 @@ async def hop(
 
 
 async def set_batch_counts(
-    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, indexed: int, skipped: int, failed: int, chunks: int
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    batch_no: int,
+    *,
+    indexed: int,
+    skipped: int,
+    failed: int,
+    chunks: int,
+    chunks_embedded: int = 0,
 ) -> None:
+    """The write stage's figures; ``chunks_embedded`` counts chunks stored with a cached vector."""
     await conn.execute(
         text(
             "UPDATE index_batches SET files_indexed = :indexed, files_skipped = :skipped, files_failed = :failed, "
-            "chunks_created = :chunks WHERE job_id = :job_id AND batch_no = :batch_no"
+            "chunks_created = :chunks, chunks_embedded = :embedded WHERE job_id = :job_id AND batch_no = :batch_no"
         ),
         {
             "job_id": job_id,
@@ -266,6 +304,7 @@ async def set_batch_counts(
             "skipped": skipped,
             "failed": failed,
             "chunks": chunks,
+            "embedded": chunks_embedded,
         },
     )
 
@@ -277,15 +316,39 @@ class Recorded:
     files_skipped: int
     files_failed: int
     chunks_created: int
+    chunks_embedded: int = 0
+    #: ``text``: the batch's text was recorded (it is now searchable); ``vectors``: its vectors were.
+    phase: str = "vectors"
 
 
 async def take_for_recording(
-    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID
+    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, token: uuid.UUID, *, send_embed: SendNext
 ) -> Recorded | None:
-    """Mark a written batch recorded and return its counters; None for a stale or repeated message."""
+    """Record a batch's text (``written → searchable``, publishing its embed message through
+    ``send_embed``) or its vectors (``embedded → recorded``) and return its counters; None for a
+    stale or repeated message."""
     row = await _lock_batch(conn, job_id, batch_no)
-    if row is None or row.state != "written" or row.token != token:
+    if row is None or row.token != token or row.state not in ("written", "embedded"):
         return None
+    if row.state == "written":
+        next_token = uuid.uuid4()
+        await send_embed(next_token)
+        await conn.execute(
+            text(
+                "UPDATE index_batches SET state = 'searchable', token = :token, updated_at = now() "
+                "WHERE job_id = :job_id AND batch_no = :batch_no"
+            ),
+            {"job_id": job_id, "batch_no": batch_no, "token": next_token},
+        )
+        return Recorded(
+            row.file_count,
+            row.files_indexed,
+            row.files_skipped,
+            row.files_failed,
+            row.chunks_created,
+            row.chunks_embedded,
+            phase="text",
+        )
     await conn.execute(
         text(
             "UPDATE index_batches SET state = 'recorded', recorded_at = now(), updated_at = now(), token = NULL "
@@ -293,7 +356,9 @@ async def take_for_recording(
         ),
         {"job_id": job_id, "batch_no": batch_no},
     )
-    return Recorded(row.file_count, row.files_indexed, row.files_skipped, row.files_failed, row.chunks_created)
+    return Recorded(
+        row.file_count, row.files_indexed, row.files_skipped, row.files_failed, row.chunks_created, row.chunks_embedded
+    )
 
 
 async def stage_counts(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, int]:
@@ -305,12 +370,19 @@ async def stage_counts(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, in
 
 
 async def stale_batches(conn: AsyncConnection, *, older_than_seconds: float) -> list[tuple[uuid.UUID, int, str]]:
-    """In-flight batches of live jobs that have not moved for too long: their message was lost."""
+    """In-flight batches of live jobs that have not moved for too long: their message was lost.
+
+    A ``searchable`` batch waits in the embed queue behind every batch the text phase ran ahead
+    with, for as long as the model takes: it counts as lost only when no batch anywhere has moved
+    for that long (while the embed stage makes progress, its message is simply further back).
+    """
     rows = await conn.execute(
         text(
             "SELECT b.job_id, b.batch_no, b.state FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
             "WHERE j.status = ANY(:live) AND b.state = ANY(:states) "
-            "AND b.updated_at < now() - make_interval(secs => :secs) FOR UPDATE OF b SKIP LOCKED"
+            "AND b.updated_at < now() - make_interval(secs => :secs) "
+            "AND (b.state <> 'searchable' OR NOT EXISTS (SELECT 1 FROM index_batches o "
+            "WHERE o.updated_at >= now() - make_interval(secs => :secs))) FOR UPDATE OF b SKIP LOCKED"
         ),
         {"live": list(LIVE_STATUSES), "states": list(IN_FLIGHT_STAGE), "secs": older_than_seconds},
     )
@@ -325,25 +397,24 @@ async def replace_token(conn: AsyncConnection, job_id: uuid.UUID, batch_no: int,
 
 
 async def count_embedded(
-    conn: AsyncConnection, job_id: uuid.UUID, batch_no: int, *, embedded: int = 0, cached: int = 0
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    batch_no: int,
+    *,
+    embedded: int = 0,
+    cached: int = 0,
+    vectors: int = 0,
 ) -> None:
-    """Add to the batch's embedder work: texts sent to the embedder, texts served from the cache."""
+    """Add to the batch's embedder work: texts sent to the embedder, texts served from the cache,
+    chunks given a vector. Moves ``updated_at``: the batch is being worked on."""
     await conn.execute(
         text(
             "UPDATE index_batches SET texts_embedded = texts_embedded + :embedded, "
-            "texts_cached = texts_cached + :cached WHERE job_id = :job_id AND batch_no = :n"
+            "texts_cached = texts_cached + :cached, chunks_embedded = chunks_embedded + :vectors, "
+            "updated_at = now() WHERE job_id = :job_id AND batch_no = :n"
         ),
-        {"job_id": job_id, "n": batch_no, "embedded": embedded, "cached": cached},
+        {"job_id": job_id, "n": batch_no, "embedded": embedded, "cached": cached, "vectors": vectors},
     )
-
-
-async def files_recorded(conn: AsyncConnection, job_id: uuid.UUID) -> int:
-    """Files in the job's recorded batches: what its progress counts as done."""
-    value = await conn.scalar(
-        text("SELECT coalesce(sum(file_count), 0) FROM index_batches WHERE job_id = :id AND state = 'recorded'"),
-        {"id": job_id},
-    )
-    return int(value or 0)
 
 
 async def uncount_run(

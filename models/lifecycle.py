@@ -79,7 +79,24 @@ def planned_message(*, changed: int, batches: int, unchanged: int, removed: int,
 
 
 #: States of a batch between dispatch and recording, and the pipeline stage each one waits for.
-IN_FLIGHT_STAGE = {"queued": "chunking", "chunked": "embedding", "embedded": "writing", "written": "writing"}
+#: A job has two phases (issue 12): ``queued → chunked → written`` is the text phase (chunk, store
+#: the chunks, record them: the batch is then full-text searchable), ``searchable → embedded`` the
+#: vector phase (embed the stored chunks still without a vector, record them).
+IN_FLIGHT_STAGE = {
+    "queued": "chunking",
+    "chunked": "writing",
+    "written": "writing",
+    "searchable": "embedding",
+    "embedded": "embedding",
+}
+#: The text window: what ``BATCHES_IN_FLIGHT`` bounds and the coordinator tops up. Batches waiting
+#: for the embedder are not in it, so the text phase runs ahead across the whole repository.
+TEXT_WINDOW_STATES: tuple[str, ...] = ("queued", "chunked", "written")
+#: The stages in pipeline order (ties of :func:`describe_progress` go to the later one).
+STAGES: tuple[str, ...] = ("chunking", "writing", "embedding")
+#: Share of the bar after the scan that the text phase fills; the vector phase (the model's work,
+#: and what completes the job) fills the rest.
+TEXT_SHARE = 20
 
 
 def describe_progress(
@@ -90,27 +107,31 @@ def describe_progress(
     files_indexed: int,
     chunks: int,
     unchanged: int = 0,
+    chunks_embedded: int | None = None,
 ) -> tuple[str, str]:
     """The phase (the pipeline stage most in-flight batches wait for) and a message naming it.
 
-    ``files_total`` counts the files this job (re)indexes; ``unchanged`` the ones it skipped.
+    ``files_done`` counts the files whose text is stored (searchable); ``files_total`` the files this
+    job (re)indexes; ``unchanged`` the ones it skipped; ``chunks_embedded`` the chunks with a vector.
     """
-    stages = {"chunking": 0, "embedding": 0, "writing": 0}
+    stages = dict.fromkeys(STAGES, 0)
     for state, stage in IN_FLIGHT_STAGE.items():
         stages[stage] += counts.get(state, 0)
     # Ties go to the later stage: work further along is what finishes the job.
-    phase = max(reversed(list(stages)), key=lambda stage: stages[stage]) if any(stages.values()) else "chunking"
+    phase = max(reversed(STAGES), key=lambda stage: stages[stage]) if any(stages.values()) else "chunking"
     kept = f", {unchanged:,} unchanged" if unchanged else ""
+    vectors = f", {chunks_embedded:,}/{chunks:,} chunks embedded" if chunks_embedded is not None else ""
     message = (
-        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks{kept} "
-        f"(in flight: {stages['chunking']} chunking, {stages['embedding']} embedding, {stages['writing']} writing)"
+        f"{phase}: {files_done:,}/{files_total:,} files processed, {files_indexed:,} indexed, {chunks:,} chunks"
+        f"{vectors}{kept} (in flight: {stages['chunking']} chunking, {stages['writing']} writing, "
+        f"{stages['embedding']} embedding)"
     )
     return phase, message
 
 
 @dataclass(frozen=True, slots=True)
 class JobTally:
-    """The job's figures as the coordinator reads them, locked, before adding a recorded batch."""
+    """The job's figures as the coordinator reads them, locked."""
 
     status: str
     files_total: int
@@ -120,11 +141,51 @@ class JobTally:
     files_unchanged: int
     chunks_created: int
     progress_percentage: int
+    #: Files of the batches whose text is recorded, and chunks with a vector (migration 0006).
+    files_searchable: int = 0
+    chunks_embedded: int = 0
+
+
+def searchable_fraction(*, files_total: int, files_searchable: int) -> float:
+    """The share of the job's files whose text is stored and recorded (1.0 for a job with none)."""
+    if files_total <= 0:
+        return 1.0
+    return min(files_searchable / files_total, 1.0)
+
+
+def semantic_fraction(*, files_total: int, files_searchable: int, chunks_created: int, chunks_embedded: int) -> float:
+    """The share of the job's chunks that have a vector, estimated before every batch is chunked.
+
+    The chunks of the batches not yet stored are unknown: they are taken to be as many per file as
+    in the stored ones, so the figure is the searchable share times the embedded share of the stored chunks.
+    """
+    text = searchable_fraction(files_total=files_total, files_searchable=files_searchable)
+    if chunks_created <= 0:
+        return text
+    return text * min(chunks_embedded / chunks_created, 1.0)
+
+
+def overall_percentage(text: float, semantic: float) -> int:
+    """``progress_percentage`` from the two phases' fractions; never 100 before completion."""
+    done = (TEXT_SHARE * text + (100 - TEXT_SHARE) * semantic) / 100
+    return min(99, SCAN_SHARE + int((100 - SCAN_SHARE) * done))
+
+
+def tally_fractions(tally: JobTally) -> tuple[float, float]:
+    """``(searchable, semantic)`` fractions of a job's tally."""
+    text = searchable_fraction(files_total=tally.files_total, files_searchable=tally.files_searchable)
+    semantic = semantic_fraction(
+        files_total=tally.files_total,
+        files_searchable=tally.files_searchable,
+        chunks_created=tally.chunks_created,
+        chunks_embedded=tally.chunks_embedded,
+    )
+    return text, semantic
 
 
 @dataclass(frozen=True, slots=True)
 class BatchProgress:
-    """What recording one more batch (not the last) does to the job's progress."""
+    """What recording a batch's text or vectors, or one embedder call, does to the job's progress."""
 
     phase: str
     message: str
@@ -134,27 +195,31 @@ class BatchProgress:
 
 
 def last_batch(tally: JobTally) -> bool:
-    """True when the batch being recorded is the job's last one."""
+    """True when the batch whose vectors are being recorded is the job's last one."""
     return tally.batches_done + 1 >= tally.batches_total
 
 
-def progress_after_batch(
-    tally: JobTally, *, files_indexed: int, chunks: int, counts: Mapping[str, int], files_done: int
-) -> BatchProgress:
-    """Progress once a batch with ``files_indexed``/``chunks`` is recorded; ``files_done`` counts recorded files."""
-    total = max(tally.files_total, 1)
-    percentage = min(99, SCAN_SHARE + (100 - SCAN_SHARE) * files_done // total)
+def progress_of(tally: JobTally, *, counts: Mapping[str, int], before: int) -> BatchProgress:
+    """The job's progress from its tally (counters already updated); ``before`` is the stored percentage."""
+    text, semantic = tally_fractions(tally)
+    percentage = overall_percentage(text, semantic)
     phase, message = describe_progress(
         counts,
-        files_done=files_done,
+        files_done=tally.files_searchable,
         files_total=tally.files_total,
-        files_indexed=tally.files_indexed + files_indexed,
-        chunks=tally.chunks_created + chunks,
+        files_indexed=tally.files_indexed,
+        chunks=tally.chunks_created,
         unchanged=tally.files_unchanged,
+        chunks_embedded=tally.chunks_embedded,
     )
     event = None
-    if percentage // 10 > tally.progress_percentage // 10:
-        event = {"percentage": percentage, "batches_done": tally.batches_done + 1}
+    if percentage // 10 > before // 10:
+        event = {
+            "percentage": percentage,
+            "batches_done": tally.batches_done,
+            "searchable_percentage": int(100 * text),
+            "semantic_percentage": int(100 * semantic),
+        }
     return BatchProgress(phase, message, percentage, event)
 
 

@@ -126,7 +126,8 @@ async def job_summary(engine: AsyncEngine) -> JobSummary:
         processed = await conn.scalar(
             text(
                 "SELECT coalesce(sum(b.file_count), 0) FROM index_batches b JOIN indexing_jobs j ON j.id = b.job_id "
-                "WHERE j.status = 'running' AND b.state = 'recorded'"
+                # Text recorded (two phases, issue 12): the files are stored and found by full text.
+                "WHERE j.status = 'running' AND b.state IN ('searchable', 'embedded', 'recorded')"
             )
         )
     return JobSummary(
@@ -257,7 +258,8 @@ class StateCollector(Collector):
             "codebase_mcp_running_jobs_files_planned", "Files planned by the running jobs (their files_total)."
         )
         processed = GaugeMetricFamily(
-            "codebase_mcp_running_jobs_files_processed", "Files of the running jobs' batches recorded so far."
+            "codebase_mcp_running_jobs_files_processed",
+            "Files of the running jobs' batches whose text is recorded so far (stored, found by full text).",
         )
         if snap.jobs is not None:
             for status in JOB_STATUSES:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import RowMapping
+
+from models.lifecycle import JobTally, tally_fractions
 
 
 def iso(value: datetime | None) -> str | None:
@@ -49,23 +52,41 @@ class JobStatus(BaseModel):
     completed_at: str | None
     cancelled_at: str | None
     failed_at: str | None
+    searchable_percentage: int = Field(
+        default=0, ge=0, le=100, description="Share of this job's files whose text is stored: found by full-text search"
+    )
+    semantic_percentage: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Share of this job's chunks that have their vector (estimated until every batch is chunked): "
+        "found by semantic search. The job completes at 100",
+    )
+    chunks_embedded: int = Field(default=0, description="Chunks of this job stored with their vector")
     elapsed_seconds: float | None
-    files_per_second: float | None
-    eta_seconds: float | None = Field(description="Estimated seconds to completion, from the rate so far")
+    files_per_second: float | None = Field(
+        description="Files done per second (text and vectors; moves with every embedder call)"
+    )
+    chunks_per_second: float | None = Field(default=None, description="Chunks given a vector per second")
+    eta_seconds: float | None = Field(
+        description="Estimated seconds to completion, from the measured rate of the slower phase (text or vectors)"
+    )
 
     @classmethod
     def from_row(cls, row: RowMapping, now: datetime) -> JobStatus:
         started: datetime | None = row["started_at"]
         end = row["completed_at"] or row["cancelled_at"] or row["failed_at"] or now
         elapsed = (end - started).total_seconds() if started is not None else None
-        rate = None
-        eta = None
-        processed = row["files_indexed"] + row["files_failed"]
-        if elapsed and elapsed > 0 and processed:
-            exact = processed / elapsed  # unrounded: a slow job's rate rounds to 0.0
-            rate = round(exact, 2)
-            if row["status"] == "running" and row["files_total"]:
-                eta = round(max(row["files_total"] - processed, 0) / exact, 1)
+        figures = job_figures(row)
+        rate = chunk_rate = eta = None
+        if elapsed and elapsed > 0:
+            done = figures.files_done + row["files_failed"]
+            if done > 0:
+                rate = round(done / elapsed, 2)
+            if figures.chunks_embedded:
+                chunk_rate = round(figures.chunks_embedded / elapsed, 2)
+            if row["status"] == "running":
+                eta = job_eta(row, figures, now)
         return cls(
             job_id=str(row["id"]),
             name=row["name"],
@@ -89,10 +110,68 @@ class JobStatus(BaseModel):
             completed_at=iso(row["completed_at"]),
             cancelled_at=iso(row["cancelled_at"]),
             failed_at=iso(row["failed_at"]),
+            searchable_percentage=figures.searchable_percentage,
+            semantic_percentage=figures.semantic_percentage,
+            chunks_embedded=figures.chunks_embedded,
             elapsed_seconds=round(elapsed, 2) if elapsed is not None else None,
             files_per_second=rate,
+            chunks_per_second=chunk_rate,
             eta_seconds=eta,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class JobFigures:
+    """The two phases' figures of a job row (migration 0006)."""
+
+    searchable_percentage: int
+    semantic_percentage: int
+    chunks_embedded: int
+    #: Files done in both phases (estimated from the embedded share of the stored chunks).
+    files_done: float
+    text: float
+    semantic: float
+
+
+def job_figures(row: RowMapping) -> JobFigures:
+    embedded = int(row.get("chunks_embedded") or 0)
+    if row["status"] == "completed":
+        return JobFigures(100, 100, embedded, float(row["files_indexed"]), 1.0, 1.0)
+    tally = JobTally(
+        status=row["status"],
+        files_total=int(row["files_total"] or 0),
+        batches_total=int(row["batches_total"] or 0),
+        batches_done=int(row["batches_done"]),
+        files_indexed=int(row["files_indexed"]),
+        files_unchanged=int(row.get("files_unchanged") or 0),
+        chunks_created=int(row["chunks_created"]),
+        progress_percentage=int(row["progress_percentage"]),
+        files_searchable=int(row.get("files_searchable") or 0),
+        chunks_embedded=embedded,
+    )
+    if row["files_total"] is None:  # not planned yet: nothing of it is stored
+        return JobFigures(0, 0, embedded, 0.0, 0.0, 0.0)
+    text, semantic = tally_fractions(tally)
+    # Files done: the indexed ones, in the share their chunks' vectors are done.
+    share = semantic / text if text > 0 else 0.0
+    return JobFigures(int(100 * text), int(100 * semantic), embedded, tally.files_indexed * share, text, semantic)
+
+
+def job_eta(row: RowMapping, figures: JobFigures, now: datetime) -> float | None:
+    """Seconds left: each phase's remaining share at its own measured rate since the plan; the
+    slower phase (the bottleneck, the model's for a real embedder) decides."""
+    planned: datetime | None = row.get("planned_at")
+    if planned is None:
+        return None
+    seconds = (now - planned).total_seconds()
+    if seconds <= 0:
+        return None
+    left = []
+    for done in (figures.text, figures.semantic):
+        if done <= 0:
+            return None  # a phase with nothing done yet has no rate to extrapolate from
+        left.append((1.0 - done) * seconds / done)
+    return round(max(left), 1)
 
 
 class JobList(BaseModel):
@@ -130,7 +209,11 @@ class SearchResult(BaseModel):
         description="The mode used: hybrid (default), vector or text; text when no embedder answered (see message)"
     )
     results: list[SearchHit]
-    message: str | None = Field(default=None, description="Why the results are empty, or what to do next")
+    message: str | None = Field(
+        default=None,
+        description="Why the results are empty, or what to do next; for repositories still being indexed, how much "
+        "was searched by meaning and by words ('index in progress: gin: semantic 34 %, text 100 %')",
+    )
 
 
 class Repository(BaseModel):

@@ -527,6 +527,10 @@ class IndexingService:
         # Only the returned hits' files are checked (server/watcher.py): a stat each, a hash when modified since.
         stale = await self._stale_marks(hits)
         notes: list[str] = []
+        async with self.engine.connect() as conn:
+            coverage = await jobs.live_coverage(conn, repository_ids)
+        if coverage:
+            notes.append(coverage_note(coverage, semantic=search_mode != "text"))
         if failed:
             notes.append(_embedder_failure_note(failed, fell_back=not vectors))
         if not hits:
@@ -742,6 +746,16 @@ def _embedder_failure_note(failed: list[tuple[EmbedderGroup, str]], *, fell_back
     else:
         lead = "semantic search was unavailable for some repositories, found by their words only"
     return f"{lead}; {'; '.join(parts)}"
+
+
+def coverage_note(coverage: list[jobs.Coverage], *, semantic: bool) -> str:
+    """``index in progress: gin: semantic 34 %, text 100 %``: what a search could reach of the
+    repositories still being indexed (the others are searched whole)."""
+    parts = [
+        f"{item.name}: semantic {item.semantic_percentage if semantic else 0} %, text {item.searchable_percentage} %"
+        for item in coverage
+    ]
+    return "index in progress: " + "; ".join(parts)
 
 
 def normalize_path_prefix(path_prefix: str | None) -> str | None:

@@ -226,6 +226,13 @@ class Lease:
             self._file = None
 
 
+def pool_threads(settings: Settings) -> int:
+    """Threads per worker process: ``WORKER_THREADS``, and always two more than the embed queue may
+    hold (``EMBED_CONCURRENCY``, see :class:`actors.broker.PipelineBroker`), so chunking, writing
+    and recording always have threads while the model works."""
+    return max(settings.worker_threads, settings.embed_concurrency + 2)
+
+
 class WorkerPool:
     """Keeps one local ``dramatiq actors.worker`` pool alive while this server owns the lease.
 
@@ -282,7 +289,7 @@ class WorkerPool:
 
     def _start(self) -> None:
         self.process = spawn_workers(
-            self.settings.worker_processes, self.settings.worker_threads, self.log_path, guarded=True
+            self.settings.worker_processes, pool_threads(self.settings), self.log_path, guarded=True
         )
         self.starts += 1
         self._started_at = time.monotonic()
@@ -290,7 +297,7 @@ class WorkerPool:
             "started local workers (pid %d, %d process(es) × %d threads; log: %s)",
             self.process.pid,
             self.settings.worker_processes,
-            self.settings.worker_threads,
+            pool_threads(self.settings),
             self.log_path,
         )
 

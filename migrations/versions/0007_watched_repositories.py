@@ -6,7 +6,7 @@
 fresh right now (directory gone, broker down), cleared by the next job that completes.
 
 Revision ID: 0007
-Revises: 0005 (the lead relinks it to 0006 at the merge)
+Revises: 0006
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -55,11 +55,13 @@ class Stage:
     input_state: str
 
 
+#: Two phases (issue 12): chunk → write → coordinate (text recorded: searchable) → embed →
+#: coordinate (vectors recorded). The coordinator consumes batches in both ``written`` and ``embedded``.
 STAGES = {
     "chunk": Stage(("index.chunk",), "chunk_runs", "queued"),
-    "embed": Stage(("index.embed",), "embed_runs", "chunked"),
-    "write": Stage(("index.write",), "write_runs", "embedded"),
-    "coordinate": Stage(("index.coordinate", "index.plan"), "recorded", "written"),
+    "write": Stage(("index.write",), "write_runs", "chunked"),
+    "embed": Stage(("index.embed",), "embed_runs", "searchable"),
+    "coordinate": Stage(("index.coordinate", "index.plan"), "recorded", "to_record"),
 }
 
 
@@ -191,8 +193,10 @@ async def progress(db: Db, job_id: str) -> dict[str, Any]:
         "count(*) FILTER (WHERE b.state = 'recorded')::int AS recorded, "
         "count(*) FILTER (WHERE b.state = 'queued')::int AS queued, "
         "count(*) FILTER (WHERE b.state = 'chunked')::int AS chunked, "
+        "count(*) FILTER (WHERE b.state = 'written')::int AS written, "
+        "count(*) FILTER (WHERE b.state = 'searchable')::int AS searchable, "
         "count(*) FILTER (WHERE b.state = 'embedded')::int AS embedded, "
-        "count(*) FILTER (WHERE b.state = 'written')::int AS written "
+        "count(*) FILTER (WHERE b.state IN ('written', 'embedded'))::int AS to_record "
         "FROM indexing_jobs j LEFT JOIN index_batches b ON b.job_id = j.id WHERE j.id = $1 GROUP BY j.status",
         uuid.UUID(job_id),
     )
@@ -279,6 +283,11 @@ async def verify_completed(db: Db, job_id: str, repo: Path) -> tuple[int, int]:
     assert job["chunks_created"] == fresh["chunks"], (job["chunks_created"], fresh["chunks"])
     assert job["batches_done"] == job["batches_total"] == fresh["recorded"] == fresh["batches"], dict(fresh)
     assert job["files_failed"] == 0 and job["progress_percentage"] == 100
+    # Both phases done: every chunk has exactly one vector (the column holds one), none is missing.
+    without = await db.fetchval(
+        "SELECT count(*) FROM chunks WHERE repository_id = $1 AND embedding IS NULL", job["repository_id"]
+    )
+    assert without == 0 and job["chunks_embedded"] == job["chunks_created"], (without, dict(job))
     return lost, int(duplicate_chunks)
 
 

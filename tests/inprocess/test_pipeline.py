@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from actors import metrics
 from actors.dispatch import job_ended
-from actors.messages import COORDINATE_QUEUE, EMBED_QUEUE, BatchPayload, embed_message, plan_message
+from actors.messages import COORDINATE_QUEUE, WRITE_QUEUE, BatchPayload, plan_message, write_message
 from models import jobs
 from models.lifecycle import TERMINAL_STATUSES
 from server.errors import InvalidStateError
@@ -136,11 +136,11 @@ async def test_finish_job_ends_a_job_once(service: IndexingService, repos_root: 
 async def test_a_payload_of_an_unknown_version_is_dropped_and_logged(
     service: IndexingService, stub_broker: StubBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    message = embed_message(uuid.uuid4(), 0, uuid.uuid4(), BatchPayload(()))
+    message = write_message(uuid.uuid4(), 0, uuid.uuid4(), BatchPayload(()))
     message.args[3]["version"] = 99  # what a newer worker would send
     with caplog.at_level(logging.WARNING, logger="actors.pipeline"):
         stub_broker.enqueue(message)
-        await asyncio.to_thread(stub_broker.join, EMBED_QUEUE)
+        await asyncio.to_thread(stub_broker.join, WRITE_QUEUE)
         await asyncio.sleep(0)
     assert any("payload version 99" in record.getMessage() for record in caplog.records)
 

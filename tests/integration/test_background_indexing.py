@@ -166,7 +166,8 @@ async def assert_consistent(db: asyncpg.Pool, job_id: str) -> dict[str, Any]:
         )
         ledger = await conn.fetchrow(
             "SELECT coalesce(sum(files_indexed), 0) AS files, coalesce(sum(chunks_created), 0) AS chunks "
-            "FROM index_batches WHERE job_id = $1 AND state = 'recorded'",
+            # Text recorded (two phases, issue 12): the job's file and chunk counters include the batch.
+            "FROM index_batches WHERE job_id = $1 AND state IN ('searchable', 'embedded', 'recorded')",
             job["id"],
         )
     assert duplicate_files == 0 and duplicate_chunks == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from actors.planning import Fingerprint, decide_plan
-from models.lifecycle import SCAN_SHARE, JobTally, last_batch, progress_after_batch
+from models.lifecycle import SCAN_SHARE, TEXT_SHARE, JobTally, last_batch, progress_of, semantic_fraction
 
 FOUND = [Fingerprint("a.py", 10, "h-a"), Fingerprint("b.py", 20, "h-b2"), Fingerprint("c.py", 30, None)]
 
@@ -85,32 +85,53 @@ TALLY = JobTally(
     files_total=200,
     batches_total=10,
     batches_done=3,
-    files_indexed=60,
+    files_indexed=80,
     files_unchanged=5,
-    chunks_created=600,
+    chunks_created=750,
     progress_percentage=38,
+    files_searchable=80,
+    chunks_embedded=300,
 )
 
 
-def test_progress_after_a_batch_moves_the_bar_and_names_the_busiest_stage() -> None:
-    progress = progress_after_batch(
-        TALLY, files_indexed=20, chunks=150, counts={"queued": 1, "chunked": 3, "recorded": 4}, files_done=80
-    )
-    assert progress.percentage == SCAN_SHARE + (100 - SCAN_SHARE) * 80 // 200 == 43
+def test_progress_weighs_the_text_phase_and_the_vector_phase() -> None:
+    progress = progress_of(TALLY, counts={"queued": 1, "chunked": 1, "searchable": 3, "recorded": 4}, before=30)
+    text, semantic = 80 / 200, 80 / 200 * 300 / 750
+    done = (TEXT_SHARE * text + (100 - TEXT_SHARE) * semantic) / 100
+    assert progress.percentage == SCAN_SHARE + int((100 - SCAN_SHARE) * done) == 24
     assert progress.phase == "embedding"
-    assert progress.message.startswith("embedding: 80/200 files processed, 80 indexed, 750 chunks, 5 unchanged")
-    assert progress.event == {"percentage": 43, "batches_done": 4}
+    assert progress.message.startswith(
+        "embedding: 80/200 files processed, 80 indexed, 750 chunks, 300/750 chunks embedded, 5 unchanged"
+    )
+    assert progress.event is None  # below what is stored: the UPDATE keeps the larger value
 
 
-def test_progress_event_only_when_a_ten_percent_step_is_crossed() -> None:
-    progress = progress_after_batch(TALLY, files_indexed=1, chunks=1, counts={}, files_done=62)
-    assert progress.percentage == 34  # below what is stored: the UPDATE keeps the larger value
-    assert progress.event is None
+def test_progress_event_when_a_ten_percent_step_is_crossed() -> None:
+    progress = progress_of(dataclasses.replace(TALLY, chunks_embedded=750), counts={}, before=38)
+    assert progress.percentage == 43
+    assert progress.event == {
+        "percentage": 43,
+        "batches_done": 3,
+        "searchable_percentage": 40,
+        "semantic_percentage": 40,
+    }
+
+
+def test_text_alone_moves_the_bar_only_its_share() -> None:
+    only_text = dataclasses.replace(TALLY, files_searchable=200, chunks_created=2000, chunks_embedded=0)
+    assert progress_of(only_text, counts={}, before=0).percentage == SCAN_SHARE + (100 - SCAN_SHARE) * TEXT_SHARE // 100
 
 
 def test_progress_never_reports_100_before_completion() -> None:
-    progress = progress_after_batch(TALLY, files_indexed=0, chunks=0, counts={}, files_done=200)
-    assert progress.percentage == 99
+    done = dataclasses.replace(TALLY, files_searchable=200, chunks_created=2000, chunks_embedded=2000)
+    assert progress_of(done, counts={}, before=0).percentage == 99
+
+
+def test_semantic_share_is_estimated_from_the_stored_chunks() -> None:
+    assert semantic_fraction(files_total=100, files_searchable=50, chunks_created=400, chunks_embedded=100) == 0.125
+    assert semantic_fraction(files_total=0, files_searchable=0, chunks_created=0, chunks_embedded=0) == 1.0
+    # Batches without chunks (all files skipped) have nothing to embed: as semantic as searchable.
+    assert semantic_fraction(files_total=10, files_searchable=5, chunks_created=0, chunks_embedded=0) == 0.5
 
 
 def test_last_batch() -> None:

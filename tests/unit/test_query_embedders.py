@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from actors.embedders import EmbedderUnavailableError, build_query_embedder
@@ -12,7 +11,6 @@ from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder
 from actors.embedders.ollama import OllamaEmbedder
 from actors.embedders.onnx_int8 import NAME as INT8_NAME
 from actors.embedders.onnx_int8 import Int8OnnxEmbedder
-from actors.messages import BatchPayload
 from actors.pipeline import foreign_vectors
 from models.settings import Settings
 
@@ -44,17 +42,11 @@ def test_an_embedder_this_version_cannot_make_is_named() -> None:
         build_query_embedder(Settings(), "remote:x", 1024)
 
 
-def _made_by(embedder: str | None, dimension: int) -> BatchPayload:
-    return BatchPayload((), vectors=np.zeros((1, dimension), dtype=np.float32), embedder=embedder)
-
-
 def test_vectors_of_another_model_are_refused_even_at_the_same_dimension() -> None:
-    payload = _made_by("ollama:b", 384)
-    assert foreign_vectors(payload, "ollama:b", 384) is None
-    assert foreign_vectors(_made_by(None, 384), "ollama:a", 384) is None  # a message from before the tag
-    assert foreign_vectors(payload, None, None) is None  # a repository never planned by this version
-    reason = foreign_vectors(payload, "ollama:a", 384)
+    assert foreign_vectors("ollama:b", 384, "ollama:b", 384) is None
+    assert foreign_vectors("ollama:b", 384, None, None) is None  # a repository never planned by this version
+    reason = foreign_vectors("ollama:b", 384, "ollama:a", 384)
     assert reason is not None
-    assert reason.startswith("the embed worker made ollama:b vectors (384 dimensions) but the job was planned for")
+    assert reason.startswith("the embed worker makes ollama:b vectors (384 dimensions) but the job was planned for")
     assert "give every worker the same embedder settings" in reason
-    assert foreign_vectors(_made_by("ollama:a", 768), "ollama:a", 384) is not None
+    assert foreign_vectors("ollama:a", 768, "ollama:a", 384) is not None

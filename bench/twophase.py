@@ -1,0 +1,181 @@
+"""The ``twophase`` bench section (issue 12): searchable by words first, semantic later, progress all along.
+
+One job with the product's embedder (``CODEBASE_MCP_EMBEDDER``, default ``local``) through the
+real stack (server, one plain ``dramatiq actors.worker`` process over every queue, RabbitMQ,
+PostgreSQL), polled through the MCP tools as a client would:
+
+- ``first_text_hit_last_batch_s``: from the start call to the first ``search_code`` (mode text,
+  path filter) that finds a function of a file in the last-planned batch;
+- ``semantic_100_s``: from the start call to ``semantic_percentage`` 100 (the job completes then);
+- ``raw_embedder_s``: the same embedder, in this process with the stack stopped, embedding the
+  job's distinct chunk texts in the calls the embed stage makes (``EMBED_BATCH_SIZE``, longest
+  first); ``efficiency`` is raw ÷ pipeline (target >= 0.85);
+- ``longest_progress_gap_s``: the longest time between two status polls that differ in any of
+  ``progress_percentage``, ``searchable_percentage``, ``semantic_percentage``, ``chunks_embedded``
+  (target <= 10 s), and the same for ``progress_percentage`` alone; ``first_vector_s`` and the
+  longest gap after it separate the worker's one-time model load (the job starts with the stack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.stack import BenchEnvironment
+from models.lifecycle import TERMINAL_STATUSES
+from models.settings import Settings
+from tests.integration.stack import McpClient
+
+#: How often the bench asks for the job's status (a client polling its progress bar).
+POLL_SECONDS = 0.5
+_FUNCTION = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_][A-Za-z0-9_]{5,})", re.MULTILINE)
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def last_batch_target(db: asyncpg.Pool, job_id: str, repo: Path) -> tuple[str, str] | None:
+    """``(path, function name)`` from the job's last-planned batch, once the plan is written."""
+    files = await db.fetchval(
+        "SELECT files FROM index_batches WHERE job_id = $1 ORDER BY batch_no DESC LIMIT 1", uuid.UUID(job_id)
+    )
+    if files is None:
+        return None
+    import json
+
+    for entry in json.loads(files) if isinstance(files, str) else files:
+        path = str(entry["path"])
+        match = _FUNCTION.search((repo / path).read_text(encoding="utf-8", errors="replace"))
+        if match:
+            return path, match.group(1)
+    return None
+
+
+async def follow_two_phases(client: McpClient, db: asyncpg.Pool, job_id: str, repo: Path) -> dict[str, Any]:
+    begin = time.perf_counter()
+    target: tuple[str, str] | None = None
+    text_hit: float | None = None
+    semantic_100: float | None = None
+    changes: list[float] = [0.0]
+    bar_changes: list[float] = [0.0]
+    previous: tuple[int, ...] | None = None
+    searchable_100: float | None = None
+    first_vector: float | None = None
+    while True:
+        status = await client.call("get_indexing_status", job_id=job_id)
+        now = time.perf_counter() - begin
+        figures = (
+            status["progress_percentage"],
+            status["searchable_percentage"],
+            status["semantic_percentage"],
+            status["chunks_embedded"],
+        )
+        if previous is not None and figures != previous:
+            changes.append(now)
+            if figures[0] != previous[0]:
+                bar_changes.append(now)
+        previous = figures
+        if searchable_100 is None and status["searchable_percentage"] == 100:
+            searchable_100 = now
+        if first_vector is None and status["chunks_embedded"] > 0:
+            first_vector = now
+        if target is None:
+            target = await last_batch_target(db, job_id, repo)
+        if target is not None and text_hit is None:
+            found = await client.call("search_code", query=target[1], mode="text", path_prefix=target[0], limit=1)
+            if found["results"]:
+                text_hit = time.perf_counter() - begin
+        if semantic_100 is None and (status["semantic_percentage"] == 100 or status["status"] == "completed"):
+            semantic_100 = now
+        if status["status"] in TERMINAL_STATUSES:
+            if status["status"] != "completed":
+                raise RuntimeError(f"twophase job ended {status['status']}: {status.get('error_message')}")
+            after = [t for t in changes if first_vector is not None and t >= first_vector]
+            return {
+                "first_text_hit_last_batch_s": None if text_hit is None else round(text_hit, 1),
+                # The worker loads the model at boot: a job started with the stack waits for it once.
+                "first_vector_s": None if first_vector is None else round(first_vector, 1),
+                "longest_gap_after_first_vector_s": round(
+                    max((b - a for a, b in zip(after, after[1:], strict=False)), default=0.0), 1
+                ),
+                "searchable_100_s": None if searchable_100 is None else round(searchable_100, 1),
+                "semantic_100_s": round(semantic_100 or now, 1),
+                "longest_progress_gap_s": round(max(b - a for a, b in zip(changes, changes[1:], strict=False)), 1),
+                "longest_bar_gap_s": round(max(b - a for a, b in zip(bar_changes, bar_changes[1:], strict=False)), 1),
+                "status_polls": len(changes),
+                "files": status["files_indexed"],
+                "chunks": status["chunks_created"],
+                "target": list(target) if target else None,
+            }
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def job_texts(db: asyncpg.Pool, job_id: str) -> list[str]:
+    """The distinct texts the job's embed stage sent (chunk header and content, as embedded)."""
+    from actors.chunking import embedding_text
+
+    rows = await db.fetch(
+        "SELECT c.header, c.content FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.job_id = $1",
+        uuid.UUID(job_id),
+    )
+    return list(dict.fromkeys(embedding_text(row["header"], row["content"]) for row in rows))
+
+
+async def raw_seconds(texts: list[str], settings: Settings) -> float:
+    """Seconds the product's embedder takes for ``texts`` in the embed stage's calls, nothing else around it."""
+    from actors.embedders import build_embedder, configured_dimension_async
+    from actors.pipeline import plan_embedder_calls
+
+    embedder = build_embedder(settings, await configured_dimension_async(settings))
+    await embedder.embed(texts[:8])  # load the model outside the timing, as the workers preload it
+    calls = plan_embedder_calls([(str(n).encode(), body) for n, body in enumerate(texts)], settings.embed_batch_size)
+    start = time.perf_counter()
+    for call in calls:
+        await embedder.embed([body for _, body in call])
+    seconds = time.perf_counter() - start
+    await embedder.aclose()
+    return seconds
+
+
+def twophase(bench: BenchEnvironment, path: Path, *, embedder: str, processes: int, threads: int) -> dict[str, Any]:
+    # WORKERS=never: the server must not start a pool of its own beside the stack's worker (it
+    # would in its first second, before the stack's worker is seen attached): two processes
+    # would share the model's two cores and the figures would not be this layout's.
+    env = bench.env(embedder=embedder, workers="never")
+    stack = bench.stack(env, processes=processes, threads=threads)
+    stack.start_workers()
+    stack.start_server()
+    database = _plain(env["CODEBASE_MCP_DATABASE_URL"])
+
+    async def go() -> tuple[dict[str, Any], list[str]]:
+        db = await asyncpg.create_pool(database, min_size=1, max_size=2)
+        try:
+            async with stack.client() as client:
+                started = await client.call("start_indexing_background", repo_path=str(path), name=path.name)
+                result = await follow_two_phases(client, db, started["job_id"], path)
+            return result, await job_texts(db, started["job_id"])
+        finally:
+            await db.close()
+
+    try:
+        result, texts = asyncio.run(go())
+    finally:
+        stack.stop()
+    settings = Settings(embedder=embedder)  # type: ignore[arg-type]
+    raw = asyncio.run(raw_seconds(texts, settings))
+    return {
+        **result,
+        "embedder": embedder,
+        "distinct_texts": len(texts),
+        "raw_embedder_s": round(raw, 1),
+        "efficiency": round(raw / result["semantic_100_s"], 3),
+        "worker_processes": processes,
+        "worker_threads": threads,
+    }
