@@ -411,7 +411,7 @@ async def run_search(
 #: Every other chunk of each hit's file with the hit's symbol: the windows a long definition was cut into.
 _SIBLINGS = (
     "SELECT h.id AS hit, o.start_line, o.end_line, o.content FROM chunks h"
-    " JOIN chunks o ON o.file_id = h.file_id AND o.symbol IS NOT DISTINCT FROM h.symbol AND o.id <> h.id"
+    " JOIN chunks o ON o.file_id = h.file_id AND o.symbol = h.symbol AND o.id <> h.id"
     " WHERE h.id = ANY(:ids)"
 )
 
@@ -421,10 +421,17 @@ async def definition_texts(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[i
 
     A definition larger than a chunk is cut into overlapping line windows that keep its symbol; the
     windows of one hit's file with its symbol that overlap it, and those that overlap them, are the
-    definition. (Two definitions of one name, such as a getter and its setter, do not overlap.) One
-    query for all hits, on the ``(file_id, ordinal)`` index; hits with no such window are left out.
+    definition. (Two definitions of one name, such as a getter and its setter, do not overlap.) Code
+    between definitions (no symbol: imports, constants) is no definition, and its windows are judged
+    one by one: joined, requests' import header and its constants made one long "definition" that
+    escaped the prior. One query for all hits, on the ``(file_id, ordinal)`` index; hits with no
+    such window are left out.
     """
-    wanted = [hit.chunk_id for hit in hits if hit.role == "code" and hit.language not in _PROSE_LANGUAGES]
+    wanted = [
+        hit.chunk_id
+        for hit in hits
+        if hit.symbol is not None and hit.role == "code" and hit.language not in _PROSE_LANGUAGES
+    ]
     if not wanted:
         return {}
     siblings: dict[int, list[tuple[int, int, str]]] = {}
