@@ -31,10 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 from urllib.parse import urlsplit
 
 from models.settings import Settings
@@ -321,16 +321,25 @@ class WorkerPool:
 
 
 @asynccontextmanager
-async def supervised_workers(settings: Settings) -> AsyncIterator[WorkerPool]:
-    """Run a :class:`WorkerPool` for as long as the block lasts; stop its workers on the way out."""
-    pool = WorkerPool(settings)
-    task = asyncio.create_task(pool.run(), name="worker-pool")
+async def background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``work`` as a task for as long as the block lasts; cancel it, and wait for it, on the way out."""
+    task = asyncio.create_task(work, name=name)
     try:
-        yield pool
+        yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@asynccontextmanager
+async def supervised_workers(settings: Settings) -> AsyncIterator[WorkerPool]:
+    """Run a :class:`WorkerPool` for as long as the block lasts; stop its workers on the way out."""
+    pool = WorkerPool(settings)
+    try:
+        async with background(pool.run(), "worker-pool"):
+            yield pool
+    finally:
         await pool.stop()
 
 

@@ -46,7 +46,7 @@ from models import repositories
 from models.logs import redact
 from models.settings import Settings
 from server.errors import CallerError, NotFoundError, outage_message
-from server.supervisor import Lease, pool_key
+from server.supervisor import Lease, background, pool_key
 
 if TYPE_CHECKING:
     from server.schemas import JobStatus
@@ -354,13 +354,8 @@ async def watching(service: IndexingService) -> AsyncIterator[Watcher | None]:
         yield None
         return
     watcher = Watcher(service)
-    task = asyncio.create_task(watcher.run(), name="watcher")
-    try:
+    async with background(watcher.run(), "watcher"):
         yield watcher
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # --- stale search hits ------------------------------------------------------------------------
