@@ -113,9 +113,10 @@ def make_repo(root: Path, name: str, files: dict[str, str], seed: int) -> Path:
 
 
 async def stored_dimensions(db: asyncpg.Pool, repo: Path) -> set[int]:
+    """Dimensions of the repository's stored vectors (chunks still waiting for theirs have none)."""
     rows = await db.fetch(
         "SELECT DISTINCT vector_dims(c.embedding) AS dims FROM chunks c JOIN repositories r ON r.id = c.repository_id "
-        "WHERE r.path = $1",
+        "WHERE r.path = $1 AND c.embedding IS NOT NULL",
         str(repo),
     )
     return {row["dims"] for row in rows}
@@ -240,7 +241,7 @@ async def test_workers_with_two_models_of_one_dimension_do_not_mix_their_vectors
         for group in groups:
             Stack._kill(group, signal.SIGKILL)  # not the stack's own workers: its stop() does not know them
     assert final["status"] == "failed", final
-    assert "the embed worker made ollama:fake-b vectors (384 dimensions)" in final["error_message"], final
+    assert "the embed worker makes ollama:fake-b vectors (384 dimensions)" in final["error_message"], final
     assert "planned for ollama:fake-a (384 dimensions)" in final["error_message"], final
     assert await stored_dimensions(db, delta) == set()  # nothing of the other model was stored
 
