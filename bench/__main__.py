@@ -348,7 +348,7 @@ async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[
     """Insert ``size`` chunks (deterministic clustered unit vectors) directly, then time real searches."""
     import asyncpg
 
-    from actors.pipeline import CHUNK_COPY_COLUMNS
+    from bench.synthetic import clustered_unit_vectors, insert_synthetic_chunks
     from server.service import IndexingService
 
     os.environ.update({"CODEBASE_MCP_DATABASE_URL": url, "CODEBASE_MCP_BROKER_URL": broker_url})
@@ -356,48 +356,12 @@ async def search_at(url: str, broker_url: str, size: int, queries: int) -> dict[
     async with IndexingService.open(settings) as service:
         conn = await asyncpg.connect(url.replace("+asyncpg", ""))
         try:
-            rng = np.random.default_rng(size)
-            centres = rng.standard_normal((max(size // 200, 10), 384)).astype(np.float32)
             # size stored vectors + held-out ones of the same distribution, the recall queries.
-            total = size + queries
-            vectors = centres[rng.integers(0, len(centres), total)] + 0.6 * rng.standard_normal((total, 384)).astype(
-                np.float32
-            )
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = clustered_unit_vectors(size + queries, seed=size)
             probes, vectors = vectors[size:], vectors[:size]
-            repo_id = uuid.uuid4()
-            await conn.execute(
-                "INSERT INTO repositories (id, path, name, embedder, dimension) VALUES ($1, $2, 'synthetic', $3, 384)",
-                repo_id,
-                f"/synthetic/{size}",
-                "local:all-MiniLM-L6-v2",
-            )
-            per_file = 10
-            file_ids = await conn.fetch(
-                "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count) "
-                "SELECT $1, 'f' || g || '.py', md5(g::text), 'python', 1000, 40 FROM generate_series(1, $2) g "
-                "RETURNING id",
-                repo_id,
-                (size + per_file - 1) // per_file,
-            )
-            ids = [row["id"] for row in file_ids]
-            from pgvector.asyncpg import register_vector
-
-            await register_vector(conn)
             begin = time.perf_counter()
-            step = 5000
-            for start in range(0, size, step):
-                records = [
-                    (ids[i // per_file], repo_id, i % per_file, 1, 40, "python", None, f"chunk {i}", "", vectors[i])
-                    for i in range(start, min(size, start + step))
-                ]
-                await conn.copy_records_to_table(
-                    "chunks",
-                    records=records,
-                    columns=CHUNK_COPY_COLUMNS,
-                )
+            await insert_synthetic_chunks(conn, vectors)
             insert_seconds = time.perf_counter() - begin
-            await conn.execute("ANALYZE chunks")
             texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
             await service.search(texts[0])  # load the model
             times: list[float] = []

@@ -21,11 +21,8 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bench.stack import ROOT, bench_environment
 from models.settings import Settings
@@ -40,10 +37,9 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 async def measure(url: str, broker_url: str, size: int, queries: int, rounds: int) -> dict[str, Any]:
     import asyncpg
-    from pgvector.asyncpg import register_vector
 
-    from actors.pipeline import CHUNK_COPY_COLUMNS
     from bench.__main__ import QUERIES
+    from bench.synthetic import clustered_unit_vectors, insert_synthetic_chunks
     from server.search import Filters, Ranking, run_search
     from server.service import IndexingService
 
@@ -51,48 +47,10 @@ async def measure(url: str, broker_url: str, size: int, queries: int, rounds: in
     async with IndexingService.open(Settings()) as service:
         conn = await asyncpg.connect(url.replace("+asyncpg", ""))
         try:
-            rng = np.random.default_rng(size)
-            centres = rng.standard_normal((max(size // 200, 10), 384)).astype(np.float32)
-            noise = 0.6 * rng.standard_normal((size, 384)).astype(np.float32)
-            vectors = centres[rng.integers(0, len(centres), size)] + noise
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            repo_id = uuid.uuid4()
-            await conn.execute(
-                "INSERT INTO repositories (id, path, name, embedder, dimension) VALUES ($1, $2, 'synthetic', $3, 384)",
-                repo_id,
-                f"/synthetic/{size}",
-                "local:all-MiniLM-L6-v2",
-            )
-            per_file = 10
-            rows = await conn.fetch(
-                "INSERT INTO files (repository_id, path, content_hash, language, size_bytes, line_count) "
-                "SELECT $1, 'f' || g || '.py', md5(g::text), 'python', 1000, 40 FROM generate_series(1, $2) g "
-                "RETURNING id",
-                repo_id,
-                (size + per_file - 1) // per_file,
-            )
-            file_ids = [row["id"] for row in rows]
-            await register_vector(conn)
+            vectors = clustered_unit_vectors(size, seed=size)
             begin = time.perf_counter()
-            for start in range(0, size, 5000):
-                records = [
-                    (
-                        file_ids[i // per_file],
-                        repo_id,
-                        i % per_file,
-                        1,
-                        40,
-                        "python",
-                        "f",  # one symbol per file: ten windows of one definition
-                        f"chunk {i}",
-                        "",
-                        vectors[i],
-                    )
-                    for i in range(start, min(size, start + 5000))
-                ]
-                await conn.copy_records_to_table("chunks", records=records, columns=CHUNK_COPY_COLUMNS)
+            await insert_synthetic_chunks(conn, vectors, symbol="f")  # ten windows of one definition per file
             insert_seconds = time.perf_counter() - begin
-            await conn.execute("ANALYZE chunks")
         finally:
             await conn.close()
         embedder = await service.embedder()
