@@ -839,14 +839,26 @@ def _embedder_answers(url: str, model: str, timeout: float) -> str | None:
     restart, and importing aiohttp (~0.2 CPU-s) there competed with the workers' first batch.
     No proxy from the environment, as aiohttp uses none.
     """
+    import base64
     import http.client
     import urllib.error
     import urllib.request
+    from urllib.parse import unquote
 
+    # Credentials in the URL (``http://user:secret@host``) become Basic auth, as aiohttp makes them;
+    # urllib would take them for part of the host.
+    parts = urlsplit(url.rstrip("/") + "/api/embed")
+    headers = {"Content-Type": "application/json"}
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port is not None else ""))
     request = urllib.request.Request(
-        url.rstrip("/") + "/api/embed",
+        parts.geturl(),
         data=json.dumps({"model": model, "input": ["dimension probe"]}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:

@@ -34,3 +34,9 @@ def test_an_embedder_nobody_listens_on_is_unreachable() -> None:
 def test_a_wrong_url_says_its_http_status(fake_embedding_url: str) -> None:
     url = fake_embedding_url.rstrip("/") + "/not-ollama"
     assert _embedder_answers(url, "m", 5.0) == f"embedding service {url} (model m) answered HTTP 404"
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_not_taken_for_the_host(fake_embedding_url: str) -> None:
+    # As the Ollama client (aiohttp) reads them; urllib alone would fail on "user:secret@host".
+    with_credentials = fake_embedding_url.replace("http://", "http://embed:s%40cret@", 1)
+    assert _embedder_answers(with_credentials, "fake-deterministic", 5.0) is None
