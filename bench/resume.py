@@ -14,7 +14,11 @@ started again (workers first, as the test does) and the clock runs from that res
 - ``resume``: ``get_indexing_status`` says ``running`` with ``batches_done`` above the figure
   before the kill (the quickstart test's measure, ``test_restart_recovery``).
 
-    python -m bench.resume --runs 10 --files 800
+    python -m bench.resume --runs 10 --files 800 [--preload-workers]
+
+``--preload-workers`` starts the workers with ``python -m actors.worker`` (Dramatiq's CLI with the
+worker modules imported before the fork, as the local pools start them) instead of the operator's
+``dramatiq actors.worker``.
 
 Prints one line per run and min / median / p95 / max of each column.
 """
