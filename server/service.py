@@ -845,30 +845,30 @@ def _embedder_answers(url: str, model: str, timeout: float) -> str | None:
     import urllib.request
     from urllib.parse import unquote
 
-    # Credentials in the URL (``http://user:secret@host``) become Basic auth, as aiohttp makes them;
-    # urllib would take them for part of the host.
-    parts = urlsplit(url.rstrip("/") + "/api/embed")
-    headers = {"Content-Type": "application/json"}
-    if parts.username is not None:
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port is not None else ""))
-    request = urllib.request.Request(
-        parts.geturl(),
-        data=json.dumps({"model": model, "input": ["dimension probe"]}).encode(),
-        headers=headers,
-    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
+        # Credentials in the URL (``http://user:secret@host``) become Basic auth, as aiohttp makes
+        # them; urllib would take them for part of the host.
+        parts = urlsplit(url.rstrip("/") + "/api/embed")
+        headers = {"Content-Type": "application/json"}
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port is not None else ""))
+        request = urllib.request.Request(
+            parts.geturl(),
+            data=json.dumps({"model": model, "input": ["dimension probe"]}).encode(),
+            headers=headers,
+        )
         with opener.open(request, timeout=timeout) as reply:
             vectors = json.loads(reply.read())["embeddings"]
         if not vectors or not vectors[0]:
             return f"embedding service {url} (model {model}) returned no vector"
     except urllib.error.HTTPError as error:
         return f"embedding service {url} (model {model}) answered HTTP {error.code}"
-    # Refused, timed out, a broken HTTP answer, not JSON, no vectors.
+    # Refused, timed out, a broken HTTP answer, not JSON, no vectors; a bad port in the URL.
     except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as error:
         return f"embedding service {url} (model {model}) is unreachable: {error}"
     return None

@@ -40,3 +40,8 @@ def test_credentials_in_the_url_are_sent_as_basic_auth_not_taken_for_the_host(fa
     # As the Ollama client (aiohttp) reads them; urllib alone would fail on "user:secret@host".
     with_credentials = fake_embedding_url.replace("http://", "http://embed:s%40cret@", 1)
     assert _embedder_answers(with_credentials, "fake-deterministic", 5.0) is None
+
+
+def test_a_malformed_url_is_reported_not_raised() -> None:
+    problem = _embedder_answers("http://user:pw@127.0.0.1:notaport", "m", 2.0)
+    assert problem is not None and "is unreachable" in problem
