@@ -14,7 +14,11 @@ started again (workers first, as the test does) and the clock runs from that res
 - ``resume``: ``get_indexing_status`` says ``running`` with ``batches_done`` above the figure
   before the kill (the quickstart test's measure, ``test_restart_recovery``).
 
-    python -m bench.resume --runs 10 --files 800
+    python -m bench.resume --runs 10 --files 800 [--preload-workers]
+
+``--preload-workers`` starts the workers with ``python -m actors.worker`` (Dramatiq's CLI with the
+worker modules imported before the fork, as the local pools start them) instead of the operator's
+``dramatiq actors.worker``.
 
 Prints one line per run and min / median / p95 / max of each column.
 """
@@ -75,7 +79,7 @@ def _stamps(log: Path, line: re.Pattern[str]) -> list[float]:
     return [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in line.findall(text)]
 
 
-async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: float) -> Run:
+async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: float, preload: bool = False) -> Run:
     repo = bench.work / f"repo-{seed}"
     generate_repo(repo, files, 60, seed=seed)
     # WORKERS=never as in the tests' stacks: only the worker group below works (no pool of serve's).
@@ -84,6 +88,7 @@ async def one_run(bench: BenchEnvironment, files: int, seed: int, delay_ms: floa
     fake_url = bench.start_fake_embedder()
     set_embed_delay(fake_url, delay_ms)
     stack = bench.stack(env, processes=2, threads=4)
+    stack.preload_workers = preload
     db = await asyncpg.connect(env["CODEBASE_MCP_DATABASE_URL"].replace("+asyncpg", ""))
     try:
         stack.start_workers()
@@ -214,13 +219,19 @@ async def main_async(args: argparse.Namespace) -> int:
     runs: list[Run] = []
     with bench_environment(keep=args.keep) as bench:
         for index in range(args.runs):
-            run = await one_run(bench, args.files, seed=1000 + index, delay_ms=args.delay_ms)
+            run = await one_run(
+                bench, args.files, seed=1000 + index, delay_ms=args.delay_ms, preload=args.preload_workers
+            )
             runs.append(run)
             shown = " ".join(f"{name} {run.figures.get(name, float('nan')):.2f}" for name in COLUMNS)
             print(f"run {index + 1:2d}: killed at {run.killed_at_pct:3d} %  {shown}", flush=True)
         if args.keep:
             print(f"logs under {bench.work}")
-    print(f"\n{len(runs)} runs, {args.files} files; seconds after the restart, min / median / p95 / max:")
+    launcher = "python -m actors.worker (imports before the fork)" if args.preload_workers else "dramatiq actors.worker"
+    print(
+        f"\n{len(runs)} runs, {args.files} files, workers: {launcher};"
+        " seconds after the restart, min / median / p95 / max:"
+    )
     for name in COLUMNS:
         print(f"  {name:15s} {_summary([run.figures.get(name, float('nan')) for run in runs])}")
     return 0
@@ -232,6 +243,12 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=800)
     parser.add_argument("--delay-ms", type=float, default=2.0, help="embedding server delay per text")
     parser.add_argument("--keep", action="store_true", help="keep the logs (their folder is printed)")
+    parser.add_argument(
+        "--preload-workers",
+        action="store_true",
+        help="start the workers with python -m actors.worker (modules imported before the fork) "
+        "instead of the operator's dramatiq actors.worker",
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
 from pydantic import Field
 from starlette.applications import Starlette
@@ -26,7 +28,7 @@ from models.logs import redact
 from models.settings import Settings
 from server.auth import BearerTokenMiddleware
 from server.errors import CallerError, outage_message
-from server.metrics import STATUS_QUERY_DURATION, StateCollector, ToolMetrics, job_summary
+from server.metrics import STATUS_QUERY_DURATION, TOOL_CALLS, TOOL_DURATION, StateCollector, job_summary
 from server.schemas import (
     DeletedRepository,
     JobList,
@@ -178,6 +180,32 @@ WatchFlag = Annotated[
     ),
 ]
 HEALTH_DB_TIMEOUT_SECONDS = 2.0
+
+
+class ToolMetrics(ServerMiddleware[Any]):
+    """Counts and times every ``tools/call``; unknown tool names share the label ``unknown``."""
+
+    def __init__(self, known_tools: Callable[[], Collection[str]]) -> None:
+        self._known_tools = known_tools
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        name = ctx.params.get("name") if ctx.params else None
+        tool = name if isinstance(name, str) and name in self._known_tools() else "unknown"
+        start = time.perf_counter()
+        outcome = "exception"
+        try:
+            result = await call_next(ctx)
+            match result:
+                case CallToolResult(is_error=True) | {"isError": True}:
+                    outcome = "error"
+                case _:
+                    outcome = "ok"
+            return result
+        finally:
+            TOOL_CALLS.labels(tool, outcome).inc()
+            TOOL_DURATION.labels(tool, outcome).observe(time.perf_counter() - start)
 
 
 async def _upkeep(service: IndexingService) -> None:

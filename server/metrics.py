@@ -2,8 +2,10 @@
 
 Two kinds:
 
-* Instruments updated as things happen: MCP tool calls (a ``ServerMiddleware`` sees every
-  ``tools/call``) and status-query latency.
+* Instruments updated as things happen: MCP tool calls (``server.app.ToolMetrics``, a
+  ``ServerMiddleware``, sees every ``tools/call``) and status-query latency. The middleware lives
+  with the MCP server: this module imports no MCP SDK, so the CLI can ask the broker's queues
+  (:func:`queue_stats`) without loading it (~0.9 CPU-s).
 * Gauges read at scrape time from PostgreSQL and RabbitMQ by :class:`StateCollector`: jobs by
   status, progress of running jobs, ledger lag, queue depth and consumers. Queries are async, the
   Prometheus collector interface is not: the ``/metrics`` handler awaits :meth:`StateCollector.refresh`
@@ -20,14 +22,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pika
 from dramatiq.common import xq_name
-from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
-from mcp_types import CallToolResult
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -67,32 +66,6 @@ STATUS_QUERY_DURATION = Histogram(
 )
 
 _INSTRUMENTS = (TOOL_CALLS, TOOL_DURATION, STATUS_QUERY_DURATION)
-
-
-class ToolMetrics(ServerMiddleware[Any]):
-    """Counts and times every ``tools/call``; unknown tool names share the label ``unknown``."""
-
-    def __init__(self, known_tools: Callable[[], Collection[str]]) -> None:
-        self._known_tools = known_tools
-
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method != "tools/call":
-            return await call_next(ctx)
-        name = ctx.params.get("name") if ctx.params else None
-        tool = name if isinstance(name, str) and name in self._known_tools() else "unknown"
-        start = time.perf_counter()
-        outcome = "exception"
-        try:
-            result = await call_next(ctx)
-            match result:
-                case CallToolResult(is_error=True) | {"isError": True}:
-                    outcome = "error"
-                case _:
-                    outcome = "ok"
-            return result
-        finally:
-            TOOL_CALLS.labels(tool, outcome).inc()
-            TOOL_DURATION.labels(tool, outcome).observe(time.perf_counter() - start)
 
 
 @dataclass

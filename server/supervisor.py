@@ -71,14 +71,15 @@ def spawn_workers(
 ) -> subprocess.Popen[bytes]:
     """``dramatiq WORKER_MODULE`` with ``processes`` × ``threads``, its output appended to ``log_path``.
 
-    The one launcher of local workers: the CLI's ``index`` and the server's pool both use it.
+    The one launcher of local workers: the CLI's ``index`` and the server's pool both use it. It
+    runs Dramatiq's CLI through ``python -m actors.worker``, whose main process imports the worker
+    modules once before it forks (each worker process would otherwise import them itself).
     ``guarded`` runs it under :func:`guard`, which stops it when this process dies.
     """
     base = dict(os.environ if env is None else env)
     command = [
         sys.executable,
         "-m",
-        "dramatiq",
         WORKER_MODULE,
         "--processes",
         str(processes),

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 
 from watchfiles import Change, awatch
 
-from actors.pipeline import NotIndexableError, read_inside
 from actors.scanning import BINARY_EXTENSIONS, IGNORED_DIRS, IgnoreRules
 from models import repositories
 from models.logs import redact
@@ -379,6 +378,9 @@ def changed_on_disk(root: Path, relative: str, indexed: repositories.IndexedFile
         return True
     if repositories.read_as_it_is(indexed, size=info.st_size, mtime=info.st_mtime):
         return False
+    # On use: the pipeline module brings the chunkers and tree-sitter, which a server needs only here.
+    from actors.pipeline import NotIndexableError, read_inside
+
     try:
         raw = read_inside(root.resolve(), path, max_bytes)
     except (NotIndexableError, OSError):

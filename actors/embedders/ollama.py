@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import aiohttp
 import numpy as np
 
 from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, Vectors, normalise
+
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger(__name__)
 
 #: Answers worth another attempt: overload, restarts, gateway hiccups.
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _client_error() -> type[Exception]:
+    import aiohttp
+
+    return aiohttp.ClientError
 
 
 class OllamaEmbedder(Embedder):
@@ -38,17 +47,22 @@ class OllamaEmbedder(Embedder):
         self._batch_size = batch_size
         self._max_attempts = max_attempts
         self._retry_base = retry_base_seconds
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._timeout_seconds = timeout_seconds
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        # aiohttp (~0.2 CPU-s of imports) on first use: a server whose queries never reach Ollama,
+        # and every process before its first call, starts without it.
+        import aiohttp
+
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_seconds))
         return self._session
 
     async def _post(self, texts: list[str]) -> Vectors:
         last_error = "no attempt made"
         attempts = 0
+        client_error = _client_error()
         for attempt in range(1, self._max_attempts + 1):
             attempts = attempt
             try:
@@ -69,7 +83,7 @@ class OllamaEmbedder(Embedder):
                             f"embedding service {self._endpoint} (model {self._model}) refused the request: "
                             f"{last_error}"
                         )
-            except (aiohttp.ClientError, TimeoutError) as error:
+            except (client_error, TimeoutError) as error:
                 last_error = f"{type(error).__name__}: {error}"
             if attempt < self._max_attempts:
                 delay = self._retry_base * 2 ** (attempt - 1)
@@ -104,13 +118,14 @@ class OllamaEmbedder(Embedder):
 async def probe_dimension(url: str, model: str, timeout_seconds: float = 30.0) -> int:
     """Ask the service for one vector to learn the model's dimension."""
     probe = OllamaEmbedder(url=url, model=model, dimension=-1, max_attempts=1, timeout_seconds=timeout_seconds)
+    client_error = _client_error()
     try:
         async with probe._client().post(probe._endpoint, json={"model": model, "input": ["dimension probe"]}) as reply:
             if reply.status != 200:
                 raise EmbedderUnavailableError(f"embedding service {url} (model {model}) answered HTTP {reply.status}")
             body = await reply.json()
             return len(body["embeddings"][0])
-    except (aiohttp.ClientError, TimeoutError, KeyError, IndexError) as error:
+    except (client_error, TimeoutError, KeyError, IndexError) as error:
         raise EmbedderUnavailableError(f"embedding service {url} (model {model}) is unreachable: {error}") from None
     finally:
         await probe.aclose()

@@ -88,6 +88,9 @@ class Stack:
     host: str = "127.0.0.1"
     server: subprocess.Popen[bytes] | None = None
     workers: subprocess.Popen[bytes] | None = None
+    #: ``dramatiq actors.worker`` (the operator's command), or ``python -m actors.worker`` (the
+    #: same CLI with the modules imported before the fork, as the local pools start it) when True.
+    preload_workers: bool = False
     _restarts: int = 0
 
     @property
@@ -118,7 +121,7 @@ class Stack:
         self.workers = self._spawn(
             "workers",
             [
-                str(BIN / "dramatiq"),
+                *([sys.executable, "-m"] if self.preload_workers else [str(BIN / "dramatiq")]),
                 "actors.worker",
                 "--processes",
                 str(self.worker_processes),

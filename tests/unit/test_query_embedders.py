@@ -20,7 +20,7 @@ def test_an_ollama_repository_gets_its_own_model_with_one_short_attempt() -> Non
     embedder = build_query_embedder(settings, "ollama:nomic-embed-text", 768)
     assert isinstance(embedder, OllamaEmbedder)
     assert (embedder.name, embedder.dimension) == ("ollama:nomic-embed-text", 768)
-    assert embedder._max_attempts == 1 and embedder._timeout.total == 3
+    assert embedder._max_attempts == 1 and embedder._timeout_seconds == 3
     assert embedder._endpoint == "http://embed:11434/api/embed"
 
 

@@ -1,0 +1,162 @@
+"""The fixed cost of ``codebase-mcp index`` (issue 15 item 3): CPU seconds on a 3-file repository.
+
+    python -m bench.start_cost [--rounds 3] [--files 3] [--checkout DIR]
+
+Each round runs ``codebase-mcp index REPO --json`` as the peer side-by-side does
+(:mod:`bench.peer_side_by_side`): the default embedder (``local``), a fresh data dir (initdb, the
+embedded PostgreSQL's start, the schema, an empty embedding cache), a fresh RabbitMQ vhost and
+the local workers the command starts itself (1 process x 4 threads). On a repository this small
+nearly all of it is start-up. Figures per round: wall seconds, CPU seconds of the whole process
+tree (``wait4``: the CLI, Dramatiq's main process, its worker and exporter, initdb, pg_ctl) plus
+the detached PostgreSQL, and a breakdown by process kind, sampled from ``/proc`` every 50 ms
+(each process's last sample before it exits, so the parts add up to a little less than the
+total).
+
+``--checkout DIR`` runs another checkout's code with this venv (``PYTHONPATH=DIR``), e.g. the
+merged main before a change, for a before/after on the same machine and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from bench.peer_side_by_side import _cpu_seconds, _descendants, _parents, _postmaster, _rabbitmqctl, _stat
+from bench.stack import ROOT
+from models.embedded_postgres import stop_embedded_postgres
+from tests.fixtures.generate_test_repo import generate_repo
+from tests.integration.stack import free_port
+
+#: Process kinds by command line, first match wins.
+KINDS = (
+    ("postgres", re.compile(r"postgres|initdb|pg_ctl")),
+    # Dramatiq's main process, its worker processes and its exporter (forks: the same command line).
+    ("workers", re.compile(r"dramatiq|actors\.worker")),
+    ("cli", re.compile(r"codebase-mcp")),
+)
+
+
+def _kind(pid: int) -> str:
+    try:
+        line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    for name, pattern in KINDS:
+        if pattern.search(line):
+            return name
+    return "other"
+
+
+class CpuSampler(threading.Thread):
+    """The last CPU seconds seen of every process of the tree and of PostgreSQL, with its kind."""
+
+    def __init__(self, root: int, data_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.root, self.data_dir = root, data_dir
+        self.seen: dict[int, tuple[str, float]] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.05):
+            roots = [self.root]
+            postmaster = _postmaster(self.data_dir)
+            if postmaster is not None:
+                roots.append(postmaster)
+            for pid in _descendants(roots, _parents()):
+                if _stat(pid) is None:
+                    continue
+                kind = self.seen[pid][0] if pid in self.seen else _kind(pid)
+                self.seen[pid] = (kind, _cpu_seconds(pid, children=False))
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self.join()
+        parts: dict[str, float] = defaultdict(float)
+        for kind, seconds in self.seen.values():
+            parts[kind] += seconds
+        return dict(parts)
+
+
+def one_round(repo: Path, work: Path, checkout: Path | None) -> dict[str, float]:
+    data_dir = Path(tempfile.mkdtemp(prefix="cbm-start-"))  # top level: PostgreSQL's user must reach it
+    vhost = f"cbm-start-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
+    env.update(
+        {
+            "CODEBASE_MCP_DATA_DIR": str(data_dir),
+            "CODEBASE_MCP_EMBEDDED_PG_PORT": str(free_port()),
+            "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
+            "dramatiq_prom_port": str(free_port()),
+            "dramatiq_prom_db": tempfile.mkdtemp(prefix="prom-", dir=work),
+        }
+    )
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    log = work / f"index-{uuid.uuid4().hex[:6]}.log"
+    try:
+        started = time.monotonic()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "codebase-mcp"), "index", str(repo), "--json"],
+                env=env,
+                cwd=checkout or ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        sampler = CpuSampler(process.pid, data_dir)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+        parts = sampler.stop()
+        postgres = 0.0
+        postmaster = _postmaster(data_dir)
+        if postmaster is not None:
+            live = _descendants([postmaster], _parents()) - {postmaster}
+            postgres = _cpu_seconds(postmaster, children=True) + sum(_cpu_seconds(pid, children=True) for pid in live)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"codebase-mcp index failed; see {log}")
+    finally:
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime + postgres} | {
+        f"{kind}_s": seconds for kind, seconds in sorted(parts.items())
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--files", type=int, default=3)
+    parser.add_argument("--checkout", type=Path, default=None, help="run this checkout's code (PYTHONPATH)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cbm-start-cost-"))
+    repo = work / "repo"
+    generate_repo(repo, args.files, 40, seed=7)
+    rounds = []
+    for index in range(args.rounds):
+        figures = one_round(repo, work, args.checkout.resolve() if args.checkout else None)
+        rounds.append(figures)
+        print(f"round {index + 1}: " + "  ".join(f"{name} {value:.2f}" for name, value in figures.items()), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.rounds} rounds, {args.files} files; min / median / max:")
+    for name in sorted({name for figures in rounds for name in figures}):
+        values = sorted(figures.get(name, 0.0) for figures in rounds)
+        print(f"  {name:12s} {values[0]:.2f} / {statistics.median(values):.2f} / {values[-1]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
