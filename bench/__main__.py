@@ -46,6 +46,7 @@ from bench.stack import (
     ROOT,
     BenchEnvironment,
     bench_environment,
+    embedder_seconds,
     group_members,
     peak_rss_mib,
     sample_texts,
@@ -136,19 +137,6 @@ def stack_rss(stack: Stack) -> dict[str, Any]:
         "server_peak_rss_mib": round(max(server, default=0.0), 1),
         "worker_peak_rss_mib": [round(w, 1) for w in workers],
     }
-
-
-def embedder_seconds(metrics_port: int) -> float:
-    """Seconds the workers spent inside embedder calls, from their Prometheus exporter (all processes)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("codebase_mcp_embedding_request_duration_seconds_sum")
-    )
 
 
 def run_job(
