@@ -242,13 +242,25 @@ def next_call_size(remaining: int, limit: int) -> int:
     return -(-remaining // calls) if calls else 0
 
 
+async def store_call(
+    res: Resources, job: uuid.UUID, batch_no: int, chunks: Sequence[PendingChunk], hashes: Sequence[bytes], texts: int
+) -> bool:
+    """Give one embedder call's ``chunks`` their (already cached) vectors with the counters and the
+    job's progress, in one transaction; False when the job stopped running (nothing is stored then)."""
+    async with res.engine.begin() as conn:
+        if not await jobs.lock_live(conn, job):
+            return False
+        await save_vectors(conn, res, job, batch_no, chunks, hashes, embedded=texts)
+    return True
+
+
 async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, chunks: Sequence[PendingChunk]) -> bool:
     """Give ``chunks`` their vectors: cached ones from the database, the rest from the embedder.
 
-    Each embedder call's vectors are committed at once, to the cache and to the chunks, with the
-    batch's and the job's counters, so progress moves per call and a redelivered batch resumes
-    after its last finished call. Returns False when the job stopped running between two calls
-    (cancellation).
+    Each embedder call's vectors are committed to the cache at once, then to the chunks with the
+    batch's and the job's counters while the next call runs, so progress moves per call, the model
+    does not wait for the database between calls, and a redelivered batch resumes after its last
+    finished call. Returns False when the job stopped running between two calls (cancellation).
     """
     hashes = [embedding_cache.text_hash(chunk.text) for chunk in chunks]
     name = res.embedder.name
@@ -270,29 +282,43 @@ async def embed_texts(res: Resources, job: uuid.UUID, batch_no: int, chunks: Seq
             missing.setdefault(digest, chunk.text)
     ordered = sorted(missing.items(), key=lambda item: -len(item[1]))
     position = 0
-    while position < len(ordered):
-        if position:
-            async with res.engine.connect() as conn:
-                if await jobs.job_status(conn, job) not in jobs.LIVE_STATUSES:
-                    return False
-        size = next_call_size(len(ordered) - position, res.embed_pace.call_size(res.settings.embed_batch_size))
-        part = ordered[position : position + size]
-        position += size
-        began = time.perf_counter()
-        vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
-        res.embed_pace.observe(len(part), time.perf_counter() - began)
-        part_chunks = [chunk for digest, _ in part for chunk in by_hash[digest]]
-        part_hashes = [digest for digest, _ in part for _ in by_hash[digest]]
-        async with res.engine.begin() as conn:
-            # The backend answered: a job blocked on it runs again (job row first: the lock order).
-            await jobs.unblock_job(conn, job, backend=name)
-            live = await jobs.lock_live(conn, job)
-            # Cached even for a stopped job: the next job of the repository needs these texts too.
-            await embedding_cache.store(conn, name, [digest for digest, _ in part], list(vectors))
-            if live:
-                await save_vectors(conn, res, job, batch_no, part_chunks, part_hashes, embedded=len(part))
-        if not live:
-            return False
+    # The previous call's vectors going to their chunks (with the counters and progress) while the
+    # model computes the next call: the model does not wait for that transaction.
+    storing: asyncio.Task[bool] | None = None
+    try:
+        while position < len(ordered):
+            size = next_call_size(len(ordered) - position, res.embed_pace.call_size(res.settings.embed_batch_size))
+            part = ordered[position : position + size]
+            position += size
+            began = time.perf_counter()
+            vectors = await metrics.timed_embed(res.embedder.embed, [body for _, body in part])
+            res.embed_pace.observe(len(part), time.perf_counter() - began)
+            async with res.engine.begin() as conn:
+                # The backend answered: a job blocked on it runs again (job row first: the lock order).
+                await jobs.unblock_job(conn, job, backend=name)
+                # Cached even for a stopped job: the next job of the repository needs these texts
+                # too. Committed before the next call starts, so a crash still loses at most the
+                # call in the embedder's hands: a redelivered batch fills these chunks from the cache.
+                await embedding_cache.store(conn, name, [digest for digest, _ in part], list(vectors))
+                live = await jobs.job_status(conn, job) in jobs.LIVE_STATUSES
+            if storing is not None:
+                # One call's chunks at a time, in order (ran during this call: normally done by now).
+                live = await storing and live
+                storing = None
+            if not live:
+                return False
+            part_chunks = [chunk for digest, _ in part for chunk in by_hash[digest]]
+            part_hashes = [digest for digest, _ in part for _ in by_hash[digest]]
+            storing = asyncio.create_task(store_call(res, job, batch_no, part_chunks, part_hashes, len(part)))
+        if storing is not None:
+            done, storing = storing, None
+            if not await done:
+                return False
+    finally:
+        if storing is not None:
+            # An embedder call failed while the previous call's chunks were being stored: let that
+            # finish (or fail) before the batch is handed on or retried.
+            await asyncio.gather(storing, return_exceptions=True)
     async with res.engine.begin() as conn:
         await ledger.count_embedded(conn, job, batch_no, cached=len(filled))
     metrics.texts_needed(cached=len(filled), embedded=len(missing))

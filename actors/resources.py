@@ -64,6 +64,19 @@ class EmbedPace:
         return max(smallest, min(paced, maximum))
 
 
+def preload_local_model(runtime: str, threads: int) -> None:
+    """Load the bundled model and run one tiny forward pass through it, at worker boot.
+
+    The first forward pass of a process also pays torch's one-time set-up (allocator, kernels);
+    done here, the job's first embedder call runs at the model's speed, as the raw bench's calls
+    do after their own warm-up.
+    """
+    from actors.embedders.local_model import forward, load_model
+
+    resolved, tokenizer, model = load_model(runtime, threads)
+    forward(model, resolved, [tokenizer.encode("def warm_up(): return 1").ids])
+
+
 @dataclass(slots=True)
 class Resources:
     settings: Settings
@@ -125,10 +138,8 @@ class WorkerResources(Middleware):
         if queues and EMBED_QUEUE not in queues:
             return  # never embeds (``-Q`` without index.embed): the model's memory stays free
         if self.settings.embedder == "local":
-            from actors.embedders.local_model import load_model
-
             threading.Thread(
-                target=load_model,
+                target=preload_local_model,
                 args=(self.settings.local_runtime, self.settings.local_threads),
                 name="preload-model",
                 daemon=True,

@@ -185,3 +185,16 @@ def group_members(pgid: int) -> list[int]:
                 if int(fields[2]) == pgid:
                     members.append(int(entry.name))
     return sorted(members)
+
+
+def embedder_seconds(metrics_port: int) -> float:
+    """Seconds the workers spent inside embedder calls, from their Prometheus exporter (all processes)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("codebase_mcp_embedding_request_duration_seconds_sum")
+    )

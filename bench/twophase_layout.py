@@ -12,43 +12,25 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from typing import Any
 
 from bench.stack import bench_environment
+from bench.twophase import follow_job
 from tests.fixtures.fake_embedding_server import control
 from tests.fixtures.generate_test_repo import generate_repo
 from tests.integration.stack import McpClient
 
 
 async def follow(client: McpClient, job_id: str) -> dict[str, Any]:
-    begin = time.perf_counter()
-    previous: tuple[int, ...] | None = None
-    changes = [0.0]
-    text_done: float | None = None
-    while True:
-        status = await client.call("get_indexing_status", job_id=job_id)
-        now = time.perf_counter() - begin
-        figures = (
-            status["progress_percentage"],
-            status["searchable_percentage"],
-            status["semantic_percentage"],
-            status["chunks_embedded"],
-        )
-        if previous is not None and figures != previous:
-            changes.append(now)
-        previous = figures
-        if text_done is None and status["searchable_percentage"] == 100:
-            text_done = now
-        if status["status"] in ("completed", "failed", "cancelled"):
-            return {
-                "status": status["status"],
-                "searchable_100_s": None if text_done is None else round(text_done, 1),
-                "done_s": round(now, 1),
-                "longest_gap_s": round(max(b - a for a, b in zip(changes, changes[1:], strict=False)), 1),
-                "chunks": status["chunks_created"],
-            }
-        await asyncio.sleep(0.5)
+    timeline = await follow_job(client, job_id)
+    status, text_done = timeline.final, timeline.first(lambda s: s["searchable_percentage"] == 100)
+    return {
+        "status": status["status"],
+        "searchable_100_s": None if text_done is None else round(text_done, 1),
+        "done_s": round(timeline.seconds, 1),
+        "longest_gap_s": round(timeline.longest_gap(), 1),
+        "chunks": status["chunks_created"],
+    }
 
 
 def main(files: int, delay_ms: float) -> dict[str, Any]:
