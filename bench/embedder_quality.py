@@ -27,7 +27,10 @@ search and fusion, so variants are compared on the one thing that differs betwee
 built into a temporary cache for the run. The other ``onnx-*`` variants are exploratory: the model
 is exported with ``torch.onnx`` into a temporary directory and run with ONNX Runtime (graph fusion
 on, 2 threads, no spinning); ``onnx-int8`` is ONNX Runtime's dynamic int8 quantisation of that graph (per tensor),
-``onnx-int8pc`` the same per output channel.
+``onnx-int8pc`` the same per output channel. ``int8-FLAGS`` (``parse_recipe``) are recipes of
+``local-int8``'s own ``Recipe`` (7-bit or uint8 weights, chosen products kept in float32) run the
+way ``local-int8`` runs; ``--rounds 0`` measures quality only, ``--reference-cache`` keeps the
+first variant's vectors between runs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """``local-int8``: the bundled all-MiniLM-L6-v2 as a per-channel int8 ONNX graph, built offline on first use.
 
-Why a second local embedder: on a CPU, int8 matrix products are about twice as fast as float32 ones
-(``python -m bench.embedder_quality``; figures in docs/benchmarks.md), at a retrieval cost: −0.6 %
-MRR on the stdlib set, −7 % on the retrieval dev set, which is why it is an option and not the
-default. The vectors move by about 1 % in cosine, far more than the runtimes of ``local`` do, so
+Why a second local embedder: on a CPU, int8 matrix products are faster than float32 ones
+(2.0-2.25x with AVX512-VNNI, 1.5-1.6x with AVX2 alone; ``python -m bench.embedder_quality``,
+docs/benchmarks.md), at a retrieval cost: -0.1 to -0.6 % MRR on the stdlib set, -7 to -8 % on the
+retrieval dev set, which is why it is an option and not the default. On an AVX2 CPU without VNNI
+no recipe measured stays within 1 % on the dev set, neither 7-bit or uint8 weights nor keeping the
+most sensitive products in float32 (``Recipe``; docs/benchmarks.md, "Int8 recipes on this AVX2
+CPU"), so the shipped recipe is still v1.
+
+The vectors move by about 1 % in cosine, far more than the runtimes of ``local`` do, so
 it has its own name (``local-int8:all-MiniLM-L6-v2``): the embedding cache and every repository's
 embedder record keep its vectors apart from the float model's.
 
