@@ -27,7 +27,10 @@ search and fusion, so variants are compared on the one thing that differs betwee
 built into a temporary cache for the run. The other ``onnx-*`` variants are exploratory: the model
 is exported with ``torch.onnx`` into a temporary directory and run with ONNX Runtime (graph fusion
 on, 2 threads, no spinning); ``onnx-int8`` is ONNX Runtime's dynamic int8 quantisation of that graph (per tensor),
-``onnx-int8pc`` the same per output channel.
+``onnx-int8pc`` the same per output channel. ``int8-FLAGS`` (``parse_recipe``) are recipes of
+``local-int8``'s own ``Recipe`` (7-bit or uint8 weights, chosen products kept in float32) run the
+way ``local-int8`` runs; ``--rounds 0`` measures quality only, ``--reference-cache`` keeps the
+first variant's vectors between runs.
 """
 
 from __future__ import annotations
@@ -263,6 +266,71 @@ def int8_variant(workdir: Path, threads: int = 0, bucket: int = 0) -> Encode:
     return encode
 
 
+def parse_recipe(name: str) -> Any:
+    """``int8-FLAG-FLAG...`` as a :class:`~actors.embedders.onnx_int8.Recipe` (per channel always):
+    ``u8`` uint8 weights, ``rr`` 7-bit weights, ``emb`` embedding tables quantised too, ``fp32KIND``
+    that kind of product kept in float32 in every layer (``att``, ``ao``, ``inter``, ``out``; see
+    ``layer_nodes``), ``fp32KINDi`` in layer i only, ``fp32Li`` all of layer i. ``int8`` alone: int8
+    weights, embeddings in float, everything else quantised."""
+    from actors.embedders.onnx_int8 import Recipe, layer_nodes
+
+    flags = name.split("-")[1:]
+    keep: list[str] = []
+    for flag in flags:
+        if not flag.startswith("fp32"):
+            continue
+        what = flag[4:]
+        if what.startswith("L"):
+            keep += layer_nodes(int(what[1:]))
+        else:
+            kind = what.rstrip("0123456789")
+            layers = [int(what[len(kind) :])] if what[len(kind) :] else list(range(6))
+            keep += [node for layer in layers for node in layer_nodes(layer, (kind,))]
+    unknown = [f for f in flags if f not in ("u8", "rr", "emb") and not f.startswith("fp32")]
+    if unknown:
+        raise SystemExit(f"{name}: unknown flags {unknown}")
+    return Recipe(
+        name,
+        unsigned_weights="u8" in flags,
+        reduce_range="rr" in flags,
+        embeddings="emb" in flags,
+        float_nodes=tuple(keep),
+    )
+
+
+def recipe_variant(name: str, workdir: Path, threads: int = 0) -> Encode:
+    """An int8 recipe of ``parse_recipe`` built from the fused graph (made once per run) and run
+    exactly as ``local-int8`` runs (same session options, batching and pooling)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from actors.embedders.onnx_int8 import Int8OnnxEmbedder, export_fused, quantize
+
+    fused = workdir / "fused.onnx"
+    if not fused.exists():
+        export_fused(workdir)
+    path = quantize(fused, workdir / f"{name}.onnx", parse_recipe(name))
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
+    tokenizer.enable_truncation(MAX_TOKENS)
+    tokenizer.no_padding()
+    embedders: dict[int, Int8OnnxEmbedder] = {}
+
+    def encode(texts: list[str], batch: int) -> np.ndarray:
+        if batch not in embedders:
+            embedder = Int8OnnxEmbedder(cache_root=workdir / "unused", batch_size=batch, threads=threads)
+            embedder._tokenizer, embedder._model, embedder.runtime = tokenizer, session, "onnx-int8"
+            embedders[batch] = embedder
+        return embedders[batch].encode(texts)
+
+    return encode
+
+
 def with_torch_threads(encode: Encode, threads: int) -> Encode:
     """``encode`` with torch's intra-op threads set before every call (torch's setting is per process,
     so variants with different counts can be interleaved); 0 is one per core."""
@@ -331,6 +399,23 @@ def dev_quality(
     return overall, np.concatenate(made)
 
 
+def cached_encoder(encode: Encode, path: Path) -> Encode:
+    """``encode`` with its vectors kept in ``path`` (an .npz keyed by a hash of the texts), so the
+    reference variant's vectors are computed once across quality runs (they are deterministic)."""
+    import hashlib
+
+    store: dict[str, Any] = dict(np.load(path)) if path.exists() else {}
+
+    def run(texts: list[str], batch: int) -> np.ndarray:
+        key = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+        if key not in store:
+            store[key] = encode(texts, batch)
+            np.savez(path, **store)
+        return store[key]
+
+    return run
+
+
 def build(variant: str, workdir: Path) -> Encode:
     """``NAME[+bucketN][@THREADS]``: ``fp32@1`` is the local fp32 path on one thread,
     ``local-int8+bucket64`` pads its forward passes to multiples of 64 tokens."""
@@ -339,6 +424,8 @@ def build(variant: str, workdir: Path) -> Encode:
     threads, bucket = int(threads_text or 0), int(bucket_text or 0)
     if name == "local-int8":
         return int8_variant(workdir, threads, bucket)
+    if name == "int8" or name.startswith("int8-"):
+        return recipe_variant(name, workdir, threads)
     if bucket:
         raise SystemExit(f"{variant}: +bucket is measured for local-int8 only")
     if name == "st-fp32":
@@ -358,6 +445,7 @@ def measure(
     *,
     quality: bool = True,
     speed_set: str = "full",
+    reference_cache: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Quality per variant (unless ``quality`` is off), then speed in ``rounds`` interleaved rounds
     (best kept), so load spikes from other processes hit every variant alike. ``speed_set``:
@@ -378,6 +466,8 @@ def measure(
             if not quality:
                 rows.append({"variant": variant, "by_batch": {}})
                 continue
+            if reference_cache is not None and variant == variants[0]:
+                encode = cached_encoder(encode, reference_cache)
             q, t = encode(queries, 32), encode(targets, 32)
             both = np.concatenate([q, t])
             if reference is None:
@@ -392,6 +482,11 @@ def measure(
                 "cosine_to_reference_mean": round(float(cosine.mean()), 6),
                 "cosine_to_reference_min": round(float(cosine.min()), 6),
             }
+            print(
+                f"{variant} stdlib: mrr {row['mrr']} recall@10 {row['recall_at_10']} cosine "
+                f"{row['cosine_to_reference_mean']} / {row['cosine_to_reference_min']}",
+                flush=True,
+            )
             if dev is not None:
                 overall, vectors = dev_quality(encode, *dev, ROOT / "bench" / "results" / f"dev_vector_{variant}.jsonl")
                 if dev_reference is None:
@@ -413,6 +508,10 @@ def measure(
                 for batch, rate in rates.items():
                     row["by_batch"][str(batch)] = round(max(rate, row["by_batch"].get(str(batch), 0.0)), 1)
         for row in rows:
+            if not row["by_batch"]:  # --rounds 0: quality only
+                row["best_batch"], row["chunks_per_second"] = 0, 0.0
+                print(json.dumps(row), flush=True)
+                continue
             best = max(row["by_batch"], key=lambda b: row["by_batch"][b])
             row["best_batch"], row["chunks_per_second"] = int(best), row["by_batch"][best]
             print(json.dumps(row), flush=True)
@@ -436,7 +535,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     lines.extend(
         f"| {row['variant']} | {row['chunks_per_second']} ({row['best_batch']}) "
-        f"| {row['chunks_per_second'] / base['chunks_per_second']:.2f}x | {row['mrr']:.4f} "
+        f"| {row['chunks_per_second'] / (base['chunks_per_second'] or 1):.2f}x | {row['mrr']:.4f} "
         f"| {row['recall_at_10']:.3f} | {100 * (row['mrr'] / base['mrr'] - 1):+.2f} % "
         f"| {row['cosine_to_reference_mean']:.6f} / {row['cosine_to_reference_min']:.6f} |"
         for row in rows
@@ -471,6 +570,9 @@ def main() -> None:
     parser.add_argument("--dev-set", type=Path, help="folder with the retrieval-dev checkouts (requests, cobra, got)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "embedder_quality.json")
     parser.add_argument("--no-quality", action="store_true", help="speed rounds only (quality is deterministic)")
+    parser.add_argument(
+        "--reference-cache", type=Path, help=".npz keeping the first variant's vectors between quality runs"
+    )
     parser.add_argument("--speed-set", choices=["full", "mixed"], default="full", help="256-token windows or bodies")
     args = parser.parse_args()
     rows = measure(
@@ -482,6 +584,7 @@ def main() -> None:
         args.dev_set,
         quality=not args.no_quality,
         speed_set=args.speed_set,
+        reference_cache=args.reference_cache,
     )
     print(table(rows))
     out = args.output.resolve()

@@ -1,9 +1,14 @@
 """``local-int8``: the bundled all-MiniLM-L6-v2 as a per-channel int8 ONNX graph, built offline on first use.
 
-Why a second local embedder: on a CPU, int8 matrix products are about twice as fast as float32 ones
-(``python -m bench.embedder_quality``; figures in docs/benchmarks.md), at a retrieval cost: −0.6 %
-MRR on the stdlib set, −7 % on the retrieval dev set, which is why it is an option and not the
-default. The vectors move by about 1 % in cosine, far more than the runtimes of ``local`` do, so
+Why a second local embedder: on a CPU, int8 matrix products are faster than float32 ones
+(2.0-2.25x with AVX512-VNNI, 1.5-1.6x with AVX2 alone; ``python -m bench.embedder_quality``,
+docs/benchmarks.md), at a retrieval cost: -0.1 to -0.6 % MRR on the stdlib set, -7 to -8 % on the
+retrieval dev set, which is why it is an option and not the default. On an AVX2 CPU without VNNI
+no recipe measured stays within 1 % on the dev set, neither 7-bit or uint8 weights nor keeping the
+most sensitive products in float32 (``Recipe``; docs/benchmarks.md, "Int8 recipes on this AVX2
+CPU"), so the shipped recipe is still v1.
+
+The vectors move by about 1 % in cosine, far more than the runtimes of ``local`` do, so
 it has its own name (``local-int8:all-MiniLM-L6-v2``): the embedding cache and every repository's
 embedder record keep its vectors apart from the float model's.
 
@@ -28,6 +33,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,8 +45,54 @@ from actors.embedders.local_model import MAX_TOKENS, MODEL_NAME, LocalModelEmbed
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever the build below changes what it writes, so old caches are rebuilt.
-RECIPE = "int8-per-channel-v1"
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the fused float graph is quantised (``quantize_dynamic``'s options that matter here).
+
+    ``unsigned_weights``: weights in uint8 (ONNX Runtime's u8u8 kernels) instead of int8 (u8s8);
+    ``reduce_range``: 7-bit weights; ``embeddings``: also quantise the EmbedLayerNormalization
+    tables; ``float_nodes``: nodes kept in float32.
+    """
+
+    tag: str
+    unsigned_weights: bool = False
+    reduce_range: bool = False
+    embeddings: bool = False
+    float_nodes: tuple[str, ...] = ()
+
+    def quantize(self, fused: Path, final: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(fused),
+            str(final),
+            weight_type=QuantType.QUInt8 if self.unsigned_weights else QuantType.QInt8,
+            per_channel=True,
+            reduce_range=self.reduce_range,
+            op_types_to_quantize=None if self.embeddings else ["MatMul", "Attention"],
+            nodes_to_exclude=list(self.float_nodes),
+            extra_options={"DefaultTensorType": 1},  # float for tensors whose type it cannot infer
+        )
+
+
+def layer_nodes(layer: int, kinds: tuple[str, ...] = ("att", "ao", "inter", "out")) -> tuple[str, ...]:
+    """Node names of one encoder layer's products in the fused graph: ``att`` the fused attention
+    (QKV), ``ao`` attention output, ``inter`` the FFN's first product, ``out`` its second."""
+    names = {
+        "att": f"Attention_{layer}",
+        "ao": f"/bert/encoder/layer.{layer}/attention/output/dense/MatMul",
+        "inter": f"/bert/encoder/layer.{layer}/intermediate/dense/MatMul",
+        "out": f"/bert/encoder/layer.{layer}/output/dense/MatMul",
+    }
+    return tuple(names[kind] for kind in kinds)
+
+
+#: The first release's recipe (int8 weights, embeddings quantised too), kept for the benchmark.
+RECIPE_V1 = Recipe("int8-per-channel-v1", embeddings=True)
+#: What ``local-int8`` builds. The tag is in the cache key: a new recipe builds a fresh graph.
+SHIPPED = RECIPE_V1
+RECIPE = SHIPPED.tag
 NAME = f"local-int8:{MODEL_NAME}"
 _MODEL_FILE = "model.onnx"
 _DONE_FILE = "complete"
@@ -78,10 +130,9 @@ def _not_from_the_quantiser(record: logging.LogRecord) -> bool:
     return f"{os.sep}onnxruntime{os.sep}" not in record.pathname
 
 
-def _export(workdir: Path) -> Path:
-    """The bundled model as a fused, per-channel int8 ONNX graph in ``workdir``."""
+def export_fused(workdir: Path) -> Path:
+    """The bundled model as a fused float32 ONNX graph, ``workdir/fused.onnx``."""
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
     from transformers import AutoModel
 
@@ -100,7 +151,7 @@ def _export(workdir: Path) -> Path:
             out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
             return out.last_hidden_state
 
-    exported, fused, final = workdir / "exported.onnx", workdir / "fused.onnx", workdir / _MODEL_FILE
+    exported, fused = workdir / "exported.onnx", workdir / "fused.onnx"
     sample = torch.ones((2, 16), dtype=torch.long)
     names = ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
     with warnings.catch_warnings(), torch.inference_mode():
@@ -126,19 +177,25 @@ def _export(workdir: Path) -> Path:
         hidden_size=int(config.hidden_size),
     )
     optimized.save_model_to_file(str(fused))
+    exported.unlink()
+    return fused
+
+
+def quantize(fused: Path, final: Path, recipe: Recipe) -> Path:
+    """``recipe`` applied to the fused graph, written to ``final``, without the quantiser's log lines."""
     root = logging.getLogger()
     root.addFilter(_not_from_the_quantiser)
     try:
-        quantize_dynamic(
-            str(fused),
-            str(final),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={"DefaultTensorType": 1},  # float for tensors whose type it cannot infer
-        )
+        recipe.quantize(fused, final)
     finally:
         root.removeFilter(_not_from_the_quantiser)
-    exported.unlink()
+    return final
+
+
+def _export(workdir: Path) -> Path:
+    """The bundled model as the shipped recipe's int8 ONNX graph in ``workdir``."""
+    fused = export_fused(workdir)
+    final = quantize(fused, workdir / _MODEL_FILE, SHIPPED)
     fused.unlink()
     return final
 

@@ -168,3 +168,18 @@ def test_unwritable_data_dir_fails_with_the_path(tmp_path: Path) -> None:
     blocked.write_text("not a directory")
     with pytest.raises(OSError, match="file"):
         ensure_int8_model(blocked / "models")
+
+
+def test_recipe_node_names_exist_in_the_fused_graph(tmp_path: Path) -> None:
+    # nodes_to_exclude ignores names it does not find: a renamed node would silently quantise
+    # what a mixed-precision recipe means to keep in float32.
+    import onnx
+
+    from actors.embedders.onnx_int8 import export_fused, layer_nodes
+
+    fused = export_fused(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fused.onnx"]
+    graph = onnx.load(str(fused)).graph
+    quantisable = {node.name for node in graph.node if node.op_type in ("MatMul", "Attention")}
+    expected = {name for layer in range(6) for name in layer_nodes(layer)}
+    assert quantisable == expected
