@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -230,9 +231,15 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
-def run_ours(repo: Path, round_: int, work: Path) -> Run:
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-peer-ours-"))  # top level: PostgreSQL's user must reach it
-    vhost = f"cbm-peer-{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def product_environment(work: Path, prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh data dir and RabbitMQ vhost for one ``codebase-mcp`` run, and the environment naming them.
+
+    Everything a run of ours starts from nothing (initdb, the embedded PostgreSQL, the schema, an
+    empty embedding cache) is inside it; on exit PostgreSQL is stopped and both are removed.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))  # top level: PostgreSQL's user must reach it
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
@@ -246,16 +253,21 @@ def run_ours(repo: Path, round_: int, work: Path) -> Run:
             "dramatiq_prom_db": tempfile.mkdtemp(prefix="prom-", dir=work),
         }
     )
-    log = work / f"ours-{repo.name}-{round_}.log"
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
-        figures = _timed(
-            [str(ROOT / ".venv" / "bin" / "codebase-mcp"), "index", str(repo), "--json"], env, data_dir, log
-        )
+        yield data_dir, env
     finally:
         stop_embedded_postgres(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+def run_ours(repo: Path, round_: int, work: Path) -> Run:
+    log = work / f"ours-{repo.name}-{round_}.log"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with product_environment(work, "cbm-peer") as (data_dir, env):
+        figures = _timed(
+            [str(ROOT / ".venv" / "bin" / "codebase-mcp"), "index", str(repo), "--json"], env, data_dir, log
+        )
     text = log.read_text(encoding="utf-8", errors="replace")
     chunks = re.findall(r'"chunks_created":\s*(\d+)', text)
     files = re.findall(r'"files_indexed":\s*(\d+)', text)

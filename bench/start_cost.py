@@ -31,11 +31,9 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from bench.peer_side_by_side import _cpu_seconds, _descendants, _parents, _postmaster, _rabbitmqctl, _stat
+from bench.peer_side_by_side import _cpu_seconds, _descendants, _parents, _postmaster, _stat, product_environment
 from bench.stack import ROOT
-from models.embedded_postgres import stop_embedded_postgres
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import free_port
 
 #: Process kinds by command line, first match wins.
 KINDS = (
@@ -88,49 +86,35 @@ class CpuSampler(threading.Thread):
 
 
 def one_round(repo: Path, work: Path, checkout: Path | None) -> dict[str, float]:
-    data_dir = Path(tempfile.mkdtemp(prefix="cbm-start-"))  # top level: PostgreSQL's user must reach it
-    vhost = f"cbm-start-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
-    env.update(
-        {
-            "CODEBASE_MCP_DATA_DIR": str(data_dir),
-            "CODEBASE_MCP_EMBEDDED_PG_PORT": str(free_port()),
-            "CODEBASE_MCP_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=60",
-            "dramatiq_prom_port": str(free_port()),
-            "dramatiq_prom_db": tempfile.mkdtemp(prefix="prom-", dir=work),
-        }
-    )
+    with product_environment(work, "cbm-start") as (data_dir, env):
+        return _measure(repo, work, checkout, data_dir, env)
+
+
+def _measure(repo: Path, work: Path, checkout: Path | None, data_dir: Path, env: dict[str, str]) -> dict[str, float]:
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout)
     log = work / f"index-{uuid.uuid4().hex[:6]}.log"
-    try:
-        started = time.monotonic()
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "codebase-mcp"), "index", str(repo), "--json"],
-                env=env,
-                cwd=checkout or ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        sampler = CpuSampler(process.pid, data_dir)
-        sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.monotonic() - started
-        parts = sampler.stop()
-        postgres = 0.0
-        postmaster = _postmaster(data_dir)
-        if postmaster is not None:
-            live = _descendants([postmaster], _parents()) - {postmaster}
-            postgres = _cpu_seconds(postmaster, children=True) + sum(_cpu_seconds(pid, children=True) for pid in live)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"codebase-mcp index failed; see {log}")
-    finally:
-        stop_embedded_postgres(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "codebase-mcp"), "index", str(repo), "--json"],
+            env=env,
+            cwd=checkout or ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    sampler = CpuSampler(process.pid, data_dir)
+    sampler.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    parts = sampler.stop()
+    postgres = 0.0
+    postmaster = _postmaster(data_dir)
+    if postmaster is not None:
+        live = _descendants([postmaster], _parents()) - {postmaster}
+        postgres = _cpu_seconds(postmaster, children=True) + sum(_cpu_seconds(pid, children=True) for pid in live)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"codebase-mcp index failed; see {log}")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime + postgres} | {
         f"{kind}_s": seconds for kind, seconds in sorted(parts.items())
     }
