@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ from actors.embedders import (
     configured_dimension_async,
     configured_name,
 )
+from actors.embedders.ollama import probe_dimension
 from actors.messages import plan_message
 from actors.scanning import ALL_LANGUAGES, LANGUAGES, UnresolvablePathError, resolve_repo_path
 from models import jobs, repositories, stalls
@@ -832,48 +832,6 @@ def _broker_reachable(url: str) -> str | None:
 EMBEDDER_PROBE_TIMEOUT_SECONDS = 5.0
 
 
-def _embedder_answers(url: str, model: str, timeout: float) -> str | None:
-    """One embedding of one word at the Ollama-compatible ``url``: None when a vector came back, else why not.
-
-    urllib in a thread, not the Ollama client: ``/readyz`` is what a harness polls right after a
-    restart, and importing aiohttp (~0.2 CPU-s) there competed with the workers' first batch.
-    No proxy from the environment, as aiohttp uses none.
-    """
-    import base64
-    import http.client
-    import urllib.error
-    import urllib.request
-    from urllib.parse import unquote
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        # Credentials in the URL (``http://user:secret@host``) become Basic auth, as aiohttp makes
-        # them; urllib would take them for part of the host.
-        parts = urlsplit(url.rstrip("/") + "/api/embed")
-        headers = {"Content-Type": "application/json"}
-        if parts.username is not None:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-            host = parts.hostname or ""
-            netloc = f"[{host}]" if ":" in host else host
-            parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port is not None else ""))
-        request = urllib.request.Request(
-            parts.geturl(),
-            data=json.dumps({"model": model, "input": ["dimension probe"]}).encode(),
-            headers=headers,
-        )
-        with opener.open(request, timeout=timeout) as reply:
-            vectors = json.loads(reply.read())["embeddings"]
-        if not vectors or not vectors[0]:
-            return f"embedding service {url} (model {model}) returned no vector"
-    except urllib.error.HTTPError as error:
-        return f"embedding service {url} (model {model}) answered HTTP {error.code}"
-    # Refused, timed out, a broken HTTP answer, not JSON, no vectors; a bad port in the URL.
-    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as error:
-        return f"embedding service {url} (model {model}) is unreachable: {error}"
-    return None
-
-
 async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
     """What ``/readyz`` reports: database, broker and embedder reachable, active jobs, oldest run."""
     report: dict[str, object] = {}
@@ -892,14 +850,16 @@ async def readiness(service: IndexingService) -> tuple[bool, dict[str, object]]:
     ready &= broker_error is None
     if service.settings.embedder == "ollama":
         # A real embedding of one word: a server can list its models yet fail to embed.
-        embedder_error = await asyncio.to_thread(
-            _embedder_answers,
-            service.settings.ollama_url,
-            service.settings.ollama_model,
-            EMBEDDER_PROBE_TIMEOUT_SECONDS,
-        )
-        report["embedder"] = "ok" if embedder_error is None else f"unreachable: {redact(embedder_error)}"
-        ready &= embedder_error is None
+        try:
+            await probe_dimension(
+                service.settings.ollama_url,
+                service.settings.ollama_model,
+                timeout_seconds=EMBEDDER_PROBE_TIMEOUT_SECONDS,
+            )
+            report["embedder"] = "ok"
+        except EmbedderUnavailableError as error:
+            report["embedder"] = f"unreachable: {redact(str(error))}"
+        ready &= report["embedder"] == "ok"
     else:
         report["embedder"] = "ok (bundled model)"
     return ready, report

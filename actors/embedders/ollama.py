@@ -115,17 +115,49 @@ class OllamaEmbedder(Embedder):
             self._session = None
 
 
-async def probe_dimension(url: str, model: str, timeout_seconds: float = 30.0) -> int:
-    """Ask the service for one vector to learn the model's dimension."""
-    probe = OllamaEmbedder(url=url, model=model, dimension=-1, max_attempts=1, timeout_seconds=timeout_seconds)
-    client_error = _client_error()
+def embed_probe(url: str, model: str, timeout_seconds: float) -> list[float]:
+    """One embedding of one word at the Ollama-compatible ``url``, blocking; raises EmbedderUnavailableError.
+
+    The one probe of a service (its dimension at start, ``/readyz``), in urllib rather than the
+    client's aiohttp: a readiness poll right after a restart then imports nothing heavy (~0.2
+    CPU-s beside the workers' first batch, issue 16). Credentials in the URL are sent as Basic
+    auth and no proxy is taken from the environment, as the aiohttp client does.
+    """
+    import base64
+    import http.client
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import unquote, urlsplit
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        async with probe._client().post(probe._endpoint, json={"model": model, "input": ["dimension probe"]}) as reply:
-            if reply.status != 200:
-                raise EmbedderUnavailableError(f"embedding service {url} (model {model}) answered HTTP {reply.status}")
-            body = await reply.json()
-            return len(body["embeddings"][0])
-    except (client_error, TimeoutError, KeyError, IndexError) as error:
+        # ``http://user:secret@host``: urllib alone would take the credentials for part of the host.
+        parts = urlsplit(url.rstrip("/") + "/api/embed")
+        headers = {"Content-Type": "application/json"}
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port is not None else ""))
+        request = urllib.request.Request(
+            parts.geturl(),
+            data=json.dumps({"model": model, "input": ["dimension probe"]}).encode(),
+            headers=headers,
+        )
+        with opener.open(request, timeout=timeout_seconds) as reply:
+            vectors = json.loads(reply.read())["embeddings"]
+    except urllib.error.HTTPError as error:
+        raise EmbedderUnavailableError(f"embedding service {url} (model {model}) answered HTTP {error.code}") from None
+    # Refused, timed out, a broken HTTP answer, not JSON, no vectors; a bad port in the URL.
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as error:
         raise EmbedderUnavailableError(f"embedding service {url} (model {model}) is unreachable: {error}") from None
-    finally:
-        await probe.aclose()
+    if not vectors or not vectors[0]:
+        raise EmbedderUnavailableError(f"embedding service {url} (model {model}) returned no vector")
+    return list(vectors[0])
+
+
+async def probe_dimension(url: str, model: str, timeout_seconds: float = 30.0) -> int:
+    """Ask the service for one vector to learn the model's dimension (:func:`embed_probe` in a thread)."""
+    return len(await asyncio.to_thread(embed_probe, url, model, timeout_seconds))
