@@ -53,13 +53,16 @@ class Stage:
     #: Ledger figure that grows when the stage does work, and the batch state it consumes.
     progress: str
     input_state: str
+    #: The text phase runs ahead of the vectors and is over in a few seconds, so the stages that
+    #: serve only it need a larger repository to still hold work at the tenth kill.
+    files: int = REPO_FILES
 
 
 #: Two phases (issue 12): chunk → write → coordinate (text recorded: searchable) → embed →
 #: coordinate (vectors recorded). The coordinator consumes batches in both ``written`` and ``embedded``.
 STAGES = {
-    "chunk": Stage(("index.chunk",), "chunk_runs", "queued"),
-    "write": Stage(("index.write",), "write_runs", "chunked"),
+    "chunk": Stage(("index.chunk",), "chunk_runs", "queued", files=1000),
+    "write": Stage(("index.write",), "write_runs", "chunked", files=1000),
     "embed": Stage(("index.embed",), "embed_runs", "searchable"),
     "coordinate": Stage(("index.coordinate", "index.plan"), "recorded", "to_record"),
 }
@@ -336,7 +339,7 @@ async def test_sigkill_worker_of_each_stage(
     seed = random.SystemRandom().randrange(1_000_000)
     rng = random.Random(seed)
     spec = STAGES[stage]
-    repo = make_repo(tmp_path, 1000 + list(STAGES).index(stage))
+    repo = make_repo(tmp_path, 1000 + list(STAGES).index(stage), files=spec.files)
     embedder_working(fake_embedding_url)
     job_id = await start_job(stage_stack, repo, f"kill-{stage}")
     resume: list[float] = []
