@@ -6,13 +6,7 @@ a configured root logger from other tests.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.fresh_interpreter import run_fresh
 
 MODULES = [
     "actors",
@@ -54,17 +48,7 @@ print(json.dumps({
 
 
 def probe(modules: list[str]) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *modules],
-        cwd=REPO_ROOT,
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_fresh(PROBE, *modules)
 
 
 def test_importing_actors_and_migrations_builds_nothing() -> None:

@@ -6,14 +6,10 @@ Checked in fresh interpreters, because this test process has imported everything
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.fresh_interpreter import run_fresh
 
 #: Imported by nothing the server does before it answers: the Ollama client (aiohttp, on a query's
 #: first embedding), the local models (torch, transformers, ONNX Runtime, on a query's first
@@ -29,17 +25,7 @@ print(json.dumps({"modules": sorted(sys.modules)}))
 
 
 def imported(modules: list[str], code: str = PROBE) -> set[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, *modules],
-        cwd=REPO_ROOT,
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    return set(json.loads(done.stdout.strip().splitlines()[-1])["modules"])
+    return set(run_fresh(code, *modules)["modules"])
 
 
 def heavy(modules: set[str]) -> list[str]:
@@ -83,17 +69,11 @@ print(json.dumps({
 
 
 def preloaded(tmp_path: Path, embedder: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR" and not k.startswith("CODEBASE_MCP_")}
-    done = subprocess.run(
-        [sys.executable, "-c", PRELOAD],
-        cwd=REPO_ROOT,
-        env={**env, "PYTHONPATH": str(REPO_ROOT), "dramatiq_prom_db": str(tmp_path), "CODEBASE_MCP_EMBEDDER": embedder},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    return run_fresh(
+        PRELOAD,
+        drop=("CODEBASE_MCP_",),
+        extra_env={"dramatiq_prom_db": str(tmp_path), "CODEBASE_MCP_EMBEDDER": embedder},
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def test_the_pre_fork_import_loads_the_workers_modules_and_sets_nothing_up(tmp_path: Path) -> None:
