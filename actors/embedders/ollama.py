@@ -148,14 +148,16 @@ def embed_probe(url: str, model: str, timeout_seconds: float) -> list[float]:
         )
         with opener.open(request, timeout=timeout_seconds) as reply:
             vectors = json.loads(reply.read())["embeddings"]
+        vector = list(vectors[0]) if vectors else []
     except urllib.error.HTTPError as error:
         raise EmbedderUnavailableError(f"embedding service {url} (model {model}) answered HTTP {error.code}") from None
-    # Refused, timed out, a broken HTTP answer, not JSON, no vectors; a bad port in the URL.
-    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as error:
+    # Refused, timed out, a broken HTTP answer, not JSON, no vectors of the expected shape; a bad
+    # port in the URL.
+    except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError) as error:
         raise EmbedderUnavailableError(f"embedding service {url} (model {model}) is unreachable: {error}") from None
-    if not vectors or not vectors[0]:
+    if not vector:
         raise EmbedderUnavailableError(f"embedding service {url} (model {model}) returned no vector")
-    return list(vectors[0])
+    return vector
 
 
 async def probe_dimension(url: str, model: str, timeout_seconds: float = 30.0) -> int:
