@@ -17,12 +17,12 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dramatiq
-import numpy as np
 
-from actors.embedders.base import Vectors
+if TYPE_CHECKING:
+    from actors.embedders.base import Vectors
 
 PLAN_QUEUE = "index.plan"
 CHUNK_QUEUE = "index.chunk"
@@ -188,9 +188,14 @@ def record_message(job_id: uuid.UUID, batch_no: int, token: uuid.UUID) -> dramat
 
 def encode_vectors(vectors: Vectors) -> str:
     """float32 little-endian, base64: a quarter of the size of JSON floats, and exact."""
+    # numpy here, not at import: the server imports this module (its plan message) at start.
+    import numpy as np
+
     return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode("ascii")
 
 
 def decode_vectors(encoded: str, dimension: int) -> Vectors:
+    import numpy as np
+
     flat = np.frombuffer(base64.b64decode(encoded), dtype="<f4")
     return flat.reshape(-1, dimension).astype(np.float32, copy=False)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, Vectors
-from actors.embedders.local_model import MODEL_NAME, LocalModelEmbedder, bundled_model_dimension
+from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError
 from actors.embedders.ollama import OllamaEmbedder, probe_dimension
-from actors.embedders.onnx_int8 import NAME as INT8_NAME
-from actors.embedders.onnx_int8 import Int8OnnxEmbedder
 from models.settings import Settings
+
+# The local backends (local_model, onnx_int8 and their numpy) are imported by the functions that
+# pick them: the server imports this package at start, whatever its embedder (issue 16).
 
 __all__ = [
     "Embedder",
     "EmbedderRejectedError",
     "EmbedderUnavailableError",
-    "Vectors",
     "build_embedder",
     "build_query_embedder",
     "configured_dimension",
@@ -31,9 +30,13 @@ def configured_name(settings: Settings) -> str:
     the embedder a repository was indexed with. Must stay equal to ``build_embedder(...).name``.
     """
     if settings.embedder == "local":
+        from actors.embedders.local_model import MODEL_NAME
+
         return f"local:{MODEL_NAME}"
     if settings.embedder == "local-int8":
-        return INT8_NAME
+        from actors.embedders.onnx_int8 import NAME
+
+        return NAME
     return f"ollama:{settings.ollama_model}"
 
 
@@ -45,6 +48,8 @@ def int8_cache_root(settings: Settings) -> Path:
 def configured_dimension(settings: Settings) -> int:
     """The vector size the configured embedder produces (probing an Ollama model once if needed)."""
     if settings.embedder in ("local", "local-int8"):
+        from actors.embedders.local_model import bundled_model_dimension
+
         return bundled_model_dimension()
     if settings.ollama_dimension is not None:
         return settings.ollama_dimension
@@ -59,13 +64,9 @@ async def configured_dimension_async(settings: Settings) -> int:
 
 def build_embedder(settings: Settings, dimension: int) -> Embedder:
     if settings.embedder == "local":
-        return LocalModelEmbedder(
-            batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
-        )
+        return _local_embedder(settings)
     if settings.embedder == "local-int8":
-        return Int8OnnxEmbedder(
-            cache_root=int8_cache_root(settings), batch_size=settings.local_batch_size, threads=settings.local_threads
-        )
+        return _int8_embedder(settings)
     return OllamaEmbedder(
         url=settings.ollama_url,
         model=settings.ollama_model,
@@ -99,12 +100,27 @@ def build_query_embedder(settings: Settings, name: str, dimension: int) -> Embed
         )
     if name == configured_name(settings):
         return build_embedder(settings, dimension)
+    from actors.embedders.local_model import MODEL_NAME
+    from actors.embedders.onnx_int8 import NAME as INT8_NAME
+
     if backend == "local" and model == MODEL_NAME:
-        return LocalModelEmbedder(
-            batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
-        )
+        return _local_embedder(settings)
     if name == INT8_NAME:
-        return Int8OnnxEmbedder(
-            cache_root=int8_cache_root(settings), batch_size=settings.local_batch_size, threads=settings.local_threads
-        )
+        return _int8_embedder(settings)
     raise EmbedderUnavailableError(f"this server has no embedder {name!r} ({dimension} dimensions)")
+
+
+def _local_embedder(settings: Settings) -> Embedder:
+    from actors.embedders.local_model import LocalModelEmbedder
+
+    return LocalModelEmbedder(
+        batch_size=settings.local_batch_size, runtime=settings.local_runtime, threads=settings.local_threads
+    )
+
+
+def _int8_embedder(settings: Settings) -> Embedder:
+    from actors.embedders.onnx_int8 import Int8OnnxEmbedder
+
+    return Int8OnnxEmbedder(
+        cache_root=int8_cache_root(settings), batch_size=settings.local_batch_size, threads=settings.local_threads
+    )

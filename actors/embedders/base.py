@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    # A type only: numpy loads where vectors are made, not on the server's start path (issue 16).
+    import numpy as np
+    import numpy.typing as npt
 
-Vectors = npt.NDArray[np.float32]
+    Vectors: TypeAlias = npt.NDArray[np.float32]
 
 
 class EmbedderUnavailableError(RuntimeError):
@@ -45,6 +48,8 @@ class Embedder(abc.ABC):
 
 
 def normalise(vectors: Vectors) -> Vectors:
+    import numpy as np
+
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (vectors / norms).astype(np.float32, copy=False)

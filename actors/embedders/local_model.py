@@ -26,11 +26,14 @@ import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+from actors.embedders.base import Embedder
 
-from actors.embedders.base import Embedder, Vectors
+if TYPE_CHECKING:
+    import numpy as np
+
+    from actors.embedders.base import Vectors
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256
@@ -84,6 +87,9 @@ def pad_batch(batch: list[list[int]], width: int | None = None) -> tuple[np.ndar
     defaults to the longest row: the texts of a sub-batch are length-sorted, so little is wasted
     (a larger one is for fixed-shape experiments, ``bench.embedder_quality``).
     """
+    # numpy here, not at import: the server reads the model's dimension from this module at start.
+    import numpy as np
+
     width = max(len(ids) for ids in batch) if width is None else width
     ids = np.zeros((len(batch), width), dtype=np.int64)
     mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -95,6 +101,7 @@ def pad_batch(batch: list[list[int]], width: int | None = None) -> tuple[np.ndar
 
 def forward(model: Any, runtime: str, batch: list[list[int]]) -> Vectors:
     """Unit-length mean-pooled vectors for token id lists of similar length (padded here to the longest)."""
+    import numpy as np
     import torch
 
     ids, mask = pad_batch(batch)
@@ -175,6 +182,8 @@ class LocalModelEmbedder(Embedder):
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Embed synchronously (the event loop calls this in a thread)."""
+        import numpy as np
+
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
@@ -196,5 +205,7 @@ class LocalModelEmbedder(Embedder):
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
+            import numpy as np
+
             return np.zeros((0, self.dimension), dtype=np.float32)
         return await asyncio.to_thread(self.encode, list(texts))

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, Vectors, normalise
+from actors.embedders.base import Embedder, EmbedderRejectedError, EmbedderUnavailableError, normalise
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from actors.embedders.base import Vectors
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class OllamaEmbedder(Embedder):
         return self._session
 
     async def _post(self, texts: list[str]) -> Vectors:
+        # numpy here, not at import: the server imports this module for its probe at start.
+        import numpy as np
+
         last_error = "no attempt made"
         attempts = 0
         client_error = _client_error()
@@ -101,6 +104,8 @@ class OllamaEmbedder(Embedder):
         )
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         parts = [

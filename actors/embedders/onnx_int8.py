@@ -36,12 +36,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actors.embedders.base import Vectors
 from actors.embedders.local_model import MAX_TOKENS, MODEL_NAME, LocalModelEmbedder, bundled_model_dir, pad_batch
+
+if TYPE_CHECKING:
+    from actors.embedders.base import Vectors
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,21 @@ from typing import Any
 from tests.fixtures.fresh_interpreter import run_fresh
 
 #: Imported by nothing the server does before it answers: the Ollama client (aiohttp, on a query's
-#: first embedding), the local models (torch, transformers, ONNX Runtime, on a query's first
-#: embedding), the migrations (alembic, only when the schema is behind), the CLI's rendering (rich).
-NOT_AT_START = ("aiohttp", "torch", "transformers", "onnxruntime", "alembic", "rich", "tokenizers")
+#: first embedding), the local models (torch, transformers, ONNX Runtime and the modules that run
+#: them, on a query's first embedding), numpy (vectors are made or decoded only by then), the
+#: migrations (alembic, only when the schema is behind), the CLI's rendering (rich).
+NOT_AT_START = (
+    "aiohttp",
+    "torch",
+    "transformers",
+    "onnxruntime",
+    "alembic",
+    "rich",
+    "tokenizers",
+    "numpy",
+    "actors.embedders.local_model",
+    "actors.embedders.onnx_int8",
+)
 
 PROBE = """
 import importlib, json, sys, threading
@@ -37,6 +49,22 @@ def test_the_server_start_path_leaves_the_heavy_modules_out() -> None:
     seen = imported(["server.cli", "server.app"])
     assert "mcp.server.mcpserver" in seen and "sqlalchemy.ext.asyncio" in seen  # it did import the server
     assert heavy(seen) == []
+
+
+def test_the_bundled_model_s_name_and_dimension_load_no_numpy() -> None:
+    # With the default embedder the server's start reads them (its vector size, the embedder name
+    # of a search): the module that holds them is imported then, but nothing it computes with.
+    code = PROBE.replace(
+        "print(",
+        "from actors.embedders import configured_dimension, configured_name\n"
+        "from models.settings import Settings\n"
+        "settings = Settings(embedder='local')\n"
+        "assert configured_dimension(settings) > 0 and configured_name(settings).startswith('local:')\n"
+        "print(",
+    )
+    seen = imported(["server.cli", "server.app"], code)
+    assert "actors.embedders.local_model" in seen
+    assert [name for name in ("numpy", "torch", "transformers", "tokenizers", "onnxruntime") if name in seen] == []
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
