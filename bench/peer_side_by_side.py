@@ -46,13 +46,12 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stack import ROOT
+from bench.stack import ROOT, drop_vhost, new_vhost
 from models.embedded_postgres import stop_embedded_postgres
 from tests.integration.stack import free_port
 
@@ -227,10 +226,6 @@ def _timed(command: list[str], env: dict[str, str], data_dir: Path | None, log: 
     }
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
-
-
 @contextlib.contextmanager
 def product_environment(work: Path, prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
     """A fresh data dir and RabbitMQ vhost for one ``codebase-mcp`` run, and the environment naming them.
@@ -239,9 +234,7 @@ def product_environment(work: Path, prefix: str) -> Iterator[tuple[Path, dict[st
     empty embedding cache) is inside it; on exit PostgreSQL is stopped and both are removed.
     """
     data_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))  # top level: PostgreSQL's user must reach it
-    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    vhost = new_vhost(prefix)
     env = {key: value for key, value in os.environ.items() if not key.startswith("CODEBASE_MCP_")}
     env.update(
         {
@@ -258,7 +251,7 @@ def product_environment(work: Path, prefix: str) -> Iterator[tuple[Path, dict[st
     finally:
         stop_embedded_postgres(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+        drop_vhost(vhost)
 
 
 def run_ours(repo: Path, round_: int, work: Path) -> Run:

@@ -24,10 +24,10 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.stack import drop_vhost, new_vhost
 from models.embedded_postgres import ensure_embedded_postgres, stop_embedded_postgres
 from models.lifecycle import TERMINAL_STATUSES
 from tests.fixtures import fake_embedding_server
@@ -115,9 +115,7 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="cbm-prom-bench-"))
-    vhost = f"cbm-bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+    vhost = new_vhost()
     data_dir = Path(tempfile.mkdtemp(prefix="cbm-prom-bench-pg-"))
     embedding, prometheus_process, stack = None, None, None
     try:
@@ -200,7 +198,7 @@ def main() -> int:
             embedding.wait(timeout=10)
         stop_embedded_postgres(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+        drop_vhost(vhost)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -26,6 +27,31 @@ from tests.fixtures import fake_embedding_server
 from tests.integration.stack import REPO_ROOT, Stack, free_port
 
 ROOT = REPO_ROOT
+
+
+@functools.cache
+def ensure_rabbitmq() -> None:
+    """Start RabbitMQ when it is not running: the project's idempotent script, as the test suite's
+    session fixture runs it (a machine whose broker stopped would otherwise fail in rabbitmqctl)."""
+    subprocess.run(["bash", str(ROOT / "rabbitmq" / "ensure-rabbitmq.sh")], check=True, timeout=600)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+def new_vhost(prefix: str = "cbm-bench") -> str:
+    """A fresh RabbitMQ vhost the ``guest`` user may use (RabbitMQ started first if it is down)."""
+    ensure_rabbitmq()
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    return vhost
+
+
+def drop_vhost(vhost: str) -> None:
+    """Delete ``vhost`` and its queues; a failure (already gone, broker down) is not the bench's result."""
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True, timeout=120)
 
 
 @dataclass
@@ -56,9 +82,7 @@ class BenchEnvironment:
         return f"{base}/{name}"
 
     def fresh_vhost(self) -> str:
-        vhost = f"cbm-bench-{uuid.uuid4().hex[:8]}"
-        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+        vhost = new_vhost()
         self.vhosts.append(vhost)
         return f"amqp://guest:guest@127.0.0.1:5672/{vhost}?heartbeat=10&connection_attempts=5&retry_delay=1"
 
@@ -125,7 +149,7 @@ def bench_environment(keep: bool = False) -> Iterator[BenchEnvironment]:
         stop_embedded_postgres(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         for vhost in bench.vhosts:
-            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+            drop_vhost(vhost)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 
