@@ -602,6 +602,15 @@ def table(results: dict[str, Any]) -> str:
                 )
             )
         rows.append(("two phases: longest progress gap (target <= 10 s)", f"{t['longest_progress_gap_s']} s"))
+        if "cpu_during_job" in t:
+            c = t["cpu_during_job"]
+            rows.append(
+                (
+                    "two phases: CPU-s worker / postgres / server / rabbitmq / client, idle",
+                    f"{c['worker_cpu_s']} / {c['postgres_cpu_s']} / {c['server_cpu_s']} / {c['rabbitmq_cpu_s']} / "
+                    f"{c['bench_client_cpu_s']}, {c['machine_idle_percent']} % idle",
+                )
+            )
         if t.get("warmup_first_vector_s") is not None:
             rows.append(("two phases: warm-up job on the fresh stack, first vector", f"{t['warmup_first_vector_s']} s"))
     for key, value in results.items():

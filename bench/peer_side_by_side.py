@@ -51,12 +51,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.process_cpu import (
+    broker_cpu,
+    broker_delta,
+    descendants,
+    memory_kib,
+    parent_map,
+    postmaster_pid,
+    tree_cpu_seconds,
+)
 from bench.stack import ROOT, drop_vhost, new_vhost
 from models.embedded_postgres import stop_embedded_postgres
 from tests.integration.stack import free_port
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 DEFAULT_REPOS = ("/work/corpus/requests", "/work/corpus/cobra", "/work/corpus/got")
 
 
@@ -83,89 +90,6 @@ class Run:
         return self.cpu_s / self.chunks if self.chunks else float("nan")
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state is index 0, ppid 1, utime 11)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _cpu_seconds(pid: int, *, children: bool) -> float:
-    fields = _stat(pid)
-    if fields is None:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if children:  # cutime + cstime: the children this process has reaped
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLOCK_TICKS
-
-
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None:
-                parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def _descendants(roots: list[int], parents: dict[int, int]) -> set[int]:
-    found = {root for root in roots if root in parents}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return found
-
-
-def _memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in KiB; (0, 0) once it is gone."""
-    try:
-        rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
-        pss = 0
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                pss = int(line.split()[1])
-                break
-        return rss, pss
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-
-
-def _postmaster(data_dir: Path | None) -> int | None:
-    if data_dir is None:
-        return None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-    return None
-
-
-def _broker_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in {"beam.smp", "epmd", "erl_child_setup"}:
-                    pids.append(int(entry.name))
-    return pids
-
-
-def _broker_cpu() -> dict[int, float]:
-    return {pid: _cpu_seconds(pid, children=True) for pid in _broker_pids()}
-
-
-def _broker_delta(before: dict[int, float]) -> float:
-    """RabbitMQ's CPU since ``before``, over the processes alive at both ends (one that exits meanwhile
-    would otherwise count negative)."""
-    after = _broker_cpu()
-    return sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
-
-
 class Sampler(threading.Thread):
     """Peak RSS and PSS sums over a command's process tree and (ours) the PostgreSQL processes."""
 
@@ -178,16 +102,16 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.wait(0.25):
-            parents = _parents()
+            parents = parent_map()
             roots = [self.root]
-            postmaster = _postmaster(self.data_dir)
+            postmaster = postmaster_pid(self.data_dir)
             if postmaster is not None:
                 roots.append(postmaster)
-                self.postgres = _descendants([postmaster], parents)
-            pids = _descendants(roots, parents)
+                self.postgres = descendants([postmaster], parents)
+            pids = descendants(roots, parents)
             rss = pss = 0
             for pid in pids:
-                one_rss, one_pss = _memory_kib(pid)
+                one_rss, one_pss = memory_kib(pid)
                 rss, pss = rss + one_rss, pss + one_pss
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self.peak_processes = max(self.peak_processes, len(pids))
@@ -198,7 +122,7 @@ class Sampler(threading.Thread):
 
 
 def _timed(command: list[str], env: dict[str, str], data_dir: Path | None, log: Path) -> dict[str, Any]:
-    broker_before = _broker_cpu()
+    broker_before = broker_cpu()
     started = time.monotonic()
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -208,17 +132,13 @@ def _timed(command: list[str], env: dict[str, str], data_dir: Path | None, log: 
     wall = time.monotonic() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     sampler.stop()
-    postgres_cpu = 0.0
-    postmaster = _postmaster(data_dir)
-    if postmaster is not None:
-        # Its own reaped backends are in its cutime; the live ones (checkpointer, walwriter, ...) apart.
-        live = _descendants([postmaster], _parents()) - {postmaster}
-        postgres_cpu = _cpu_seconds(postmaster, children=True) + sum(_cpu_seconds(pid, children=True) for pid in live)
+    # Its own reaped backends are in its cutime; the live ones (checkpointer, walwriter, ...) apart.
+    postgres_cpu = tree_cpu_seconds(postmaster_pid(data_dir))
     return {
         "wall_s": wall,
         "cpu_tree_s": usage.ru_utime + usage.ru_stime,
         "cpu_postgres_s": postgres_cpu,
-        "cpu_broker_s": _broker_delta(broker_before),
+        "cpu_broker_s": broker_delta(broker_before),
         "peak_rss_sum_mib": sampler.peak_rss / 1024,
         "peak_pss_sum_mib": sampler.peak_pss / 1024,
         "peak_processes": sampler.peak_processes,

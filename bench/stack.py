@@ -60,6 +60,7 @@ class BenchEnvironment:
 
     work: Path
     server_url: str  # postgresql://... of the embedded server (its default database)
+    pg_data_dir: Path | None = None  # the embedded server's folder (its postmaster.pid: bench.process_cpu)
     vhosts: list[str] = field(default_factory=list)
     fake: subprocess.Popen[bytes] | None = None
     fake_url: str = ""
@@ -139,7 +140,9 @@ def bench_environment(keep: bool = False) -> Iterator[BenchEnvironment]:
     work = Path(tempfile.mkdtemp(prefix="cbm-bench-"))
     # Its own top-level temp dir: PostgreSQL runs as another user and must reach the folder.
     data_dir = Path(tempfile.mkdtemp(prefix="cbm-bench-pg-"))
-    bench = BenchEnvironment(work=work, server_url=ensure_embedded_postgres(data_dir, free_port()))
+    bench = BenchEnvironment(
+        work=work, server_url=ensure_embedded_postgres(data_dir, free_port()), pg_data_dir=data_dir
+    )
     try:
         yield bench
     finally:

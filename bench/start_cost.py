@@ -31,7 +31,8 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from bench.peer_side_by_side import _cpu_seconds, _descendants, _parents, _postmaster, _stat, product_environment
+from bench.peer_side_by_side import product_environment
+from bench.process_cpu import cpu_seconds, descendants, parent_map, postmaster_pid, stat_fields, tree_cpu_seconds
 from bench.stack import ROOT
 from tests.fixtures.generate_test_repo import generate_repo
 
@@ -67,14 +68,14 @@ class CpuSampler(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(0.05):
             roots = [self.root]
-            postmaster = _postmaster(self.data_dir)
+            postmaster = postmaster_pid(self.data_dir)
             if postmaster is not None:
                 roots.append(postmaster)
-            for pid in _descendants(roots, _parents()):
-                if _stat(pid) is None:
+            for pid in descendants(roots, parent_map()):
+                if stat_fields(pid) is None:
                     continue
                 kind = self.seen[pid][0] if pid in self.seen else _kind(pid)
-                self.seen[pid] = (kind, _cpu_seconds(pid, children=False))
+                self.seen[pid] = (kind, cpu_seconds(pid, children=False))
 
     def stop(self) -> dict[str, float]:
         self._done.set()
@@ -108,11 +109,7 @@ def _measure(repo: Path, work: Path, checkout: Path | None, data_dir: Path, env:
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
     parts = sampler.stop()
-    postgres = 0.0
-    postmaster = _postmaster(data_dir)
-    if postmaster is not None:
-        live = _descendants([postmaster], _parents()) - {postmaster}
-        postgres = _cpu_seconds(postmaster, children=True) + sum(_cpu_seconds(pid, children=True) for pid in live)
+    postgres = tree_cpu_seconds(postmaster_pid(data_dir))
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"codebase-mcp index failed; see {log}")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime + postgres} | {

@@ -15,6 +15,9 @@ PostgreSQL), polled through the MCP tools as a client would:
   share of the job, the job's seconds the model spent outside any call (before the first, between
   calls, after the last) and how much longer the calls took than the raw loop: the diagnosis of
   ``efficiency`` in the same run;
+- ``cpu_during_job``: CPU seconds of the worker, the server, PostgreSQL, RabbitMQ (shared: an upper
+  bound) and this process (the client's polls) from the start call to the end, and the machine's
+  idle share: what else ran on the model's cores (``calls_beyond_raw_s``) and when they stood idle;
 - ``longest_progress_gap_s``: the longest time between two status polls that differ in any of
   ``progress_percentage``, ``searchable_percentage``, ``semantic_percentage``, ``chunks_embedded``
   (target <= 10 s), and the same for ``progress_percentage`` alone; ``first_vector_s`` and the
@@ -32,6 +35,7 @@ the text phase and delays the first embedder call.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 import uuid
@@ -42,10 +46,11 @@ from typing import Any
 
 import asyncpg
 
+from bench.process_cpu import broker_cpu, broker_delta, postmaster_pid, tree_cpu_seconds
 from bench.stack import BenchEnvironment, embedder_seconds
 from models.lifecycle import TERMINAL_STATUSES
 from models.settings import Settings
-from tests.integration.stack import McpClient, free_port
+from tests.integration.stack import McpClient, Stack, free_port
 
 #: How often the bench asks for the job's status (a client polling its progress bar).
 POLL_SECONDS = 0.5
@@ -220,6 +225,51 @@ async def warm_up(client: McpClient, repo: Path) -> dict[str, Any]:
     }
 
 
+def _idle_and_total_ticks() -> tuple[int, int]:
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+
+class JobCpu:
+    """CPU seconds of each part of the stack (and the machine's idle ones) between :meth:`start` and :meth:`stop`.
+
+    Where ``calls_beyond_raw_s`` comes from: what else ran on the model's cores during the job.
+    RabbitMQ is shared by every vhost on the machine, so its figure is an upper bound of the job's.
+    """
+
+    def __init__(self, stack: Stack, bench: BenchEnvironment) -> None:
+        self.stack, self.bench = stack, bench
+        self._before: dict[str, float] = {}
+        self._broker: dict[int, float] = {}
+        self._ticks = (0, 0)
+
+    def _parts(self) -> dict[str, float]:
+        workers, server = self.stack.workers, self.stack.server
+        return {
+            "worker": tree_cpu_seconds(workers.pid if workers is not None else None),
+            "server": tree_cpu_seconds(server.pid if server is not None else None),
+            "postgres": tree_cpu_seconds(postmaster_pid(self.bench.pg_data_dir)),
+            # This process: the client's status polls and searches (and nothing else while the job runs).
+            "bench_client": sum(os.times()[:2]),
+        }
+
+    def start(self) -> None:
+        self._before, self._broker, self._ticks = self._parts(), broker_cpu(), _idle_and_total_ticks()
+
+    def stop(self) -> dict[str, float]:
+        after, idle_total = self._parts(), _idle_and_total_ticks()
+        cpus = os.cpu_count() or 1
+        used = {f"{name}_cpu_s": round(after[name] - self._before[name], 1) for name in after}
+        idle, total = idle_total[0] - self._ticks[0], idle_total[1] - self._ticks[1]
+        return {
+            **used,
+            "rabbitmq_cpu_s": round(broker_delta(self._broker), 1),
+            # /proc/stat counts every CPU's ticks: its share of the job's wall time × cores.
+            "machine_idle_percent": round(100 * idle / total, 1) if total else 0.0,
+            "cpus": cpus,
+        }
+
+
 def twophase(
     bench: BenchEnvironment, path: Path, *, embedder: str, processes: int, threads: int, cold: bool = False
 ) -> dict[str, Any]:
@@ -233,6 +283,7 @@ def twophase(
     stack.start_workers()
     stack.start_server()
     database = _plain(env["CODEBASE_MCP_DATABASE_URL"])
+    cpu = JobCpu(stack, bench)
 
     async def go() -> tuple[dict[str, Any], list[str], float]:
         db = await asyncpg.create_pool(database, min_size=1, max_size=2)
@@ -243,9 +294,11 @@ def twophase(
                     warm = await warm_up(client, bench.work / "twophase-warm-up")
                 # The warm-up's embedder seconds are not the measured job's.
                 calls_before = embedder_seconds(metrics_port) if not cold else 0.0
+                cpu.start()
                 started = await client.call("start_indexing_background", repo_path=str(path), name=path.name)
                 result = await follow_two_phases(client, db, started["job_id"], path)
-            return {**warm, **result}, await job_texts(db, started["job_id"]), calls_before
+                used = cpu.stop()
+            return {**warm, **result, "cpu_during_job": used}, await job_texts(db, started["job_id"]), calls_before
         finally:
             await db.close()
 
