@@ -225,9 +225,10 @@ async def warm_up(client: McpClient, repo: Path) -> dict[str, Any]:
     }
 
 
-def _idle_and_total_ticks() -> tuple[int, int]:
+def _machine_ticks() -> tuple[int, int, int]:
+    """(idle + iowait, steal, all) ticks of every CPU so far, from /proc/stat."""
     fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+    return fields[3] + fields[4], fields[7], sum(fields[:8])  # guest time is already in user
 
 
 class JobCpu:
@@ -241,7 +242,7 @@ class JobCpu:
         self.stack, self.bench = stack, bench
         self._before: dict[str, float] = {}
         self._broker: dict[int, float] = {}
-        self._ticks = (0, 0)
+        self._ticks = (0, 0, 0)
 
     def _parts(self) -> dict[str, float]:
         workers, server = self.stack.workers, self.stack.server
@@ -254,19 +255,19 @@ class JobCpu:
         }
 
     def start(self) -> None:
-        self._before, self._broker, self._ticks = self._parts(), broker_cpu(), _idle_and_total_ticks()
+        self._before, self._broker, self._ticks = self._parts(), broker_cpu(), _machine_ticks()
 
     def stop(self) -> dict[str, float]:
-        after, idle_total = self._parts(), _idle_and_total_ticks()
-        cpus = os.cpu_count() or 1
+        after, ticks = self._parts(), _machine_ticks()
         used = {f"{name}_cpu_s": round(after[name] - self._before[name], 1) for name in after}
-        idle, total = idle_total[0] - self._ticks[0], idle_total[1] - self._ticks[1]
+        idle, steal, total = (now - before for now, before in zip(ticks, self._ticks, strict=True))
         return {
             **used,
             "rabbitmq_cpu_s": round(broker_delta(self._broker), 1),
-            # /proc/stat counts every CPU's ticks: its share of the job's wall time × cores.
+            # Shares of all CPUs' time during the job: idle, and taken by the host from this VM.
             "machine_idle_percent": round(100 * idle / total, 1) if total else 0.0,
-            "cpus": cpus,
+            "machine_steal_percent": round(100 * steal / total, 1) if total else 0.0,
+            "cpus": os.cpu_count() or 1,
         }
 
 
