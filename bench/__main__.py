@@ -608,7 +608,8 @@ def table(results: dict[str, Any]) -> str:
                 (
                     "two phases: CPU-s worker / postgres / server / rabbitmq / client",
                     f"{c['worker_cpu_s']} / {c['postgres_cpu_s']} / {c['server_cpu_s']} / {c['rabbitmq_cpu_s']} / "
-                    f"{c['bench_client_cpu_s']}, {c['machine_idle_percent']} % idle, {c['machine_steal_percent']} % steal",
+                    f"{c['bench_client_cpu_s']}, {c['machine_idle_percent']} % idle, "
+                    f"{c['machine_steal_percent']} % steal",
                 )
             )
         if t.get("warmup_first_vector_s") is not None:
