@@ -17,7 +17,8 @@ PostgreSQL), polled through the MCP tools as a client would:
   ``efficiency`` in the same run;
 - ``cpu_during_job``: CPU seconds of the worker, the server, PostgreSQL, RabbitMQ (shared: an upper
   bound) and this process (the client's polls) from the start call to the end, and the machine's
-  idle share: what else ran on the model's cores (``calls_beyond_raw_s``) and when they stood idle;
+  idle and steal shares: what else ran on the model's cores (``calls_beyond_raw_s``), when they
+  stood idle, and what the VM's host took;
 - ``longest_progress_gap_s``: the longest time between two status polls that differ in any of
   ``progress_percentage``, ``searchable_percentage``, ``semantic_percentage``, ``chunks_embedded``
   (target <= 10 s), and the same for ``progress_percentage`` alone; ``first_vector_s`` and the
@@ -28,8 +29,8 @@ so the measured job finds the worker's model loaded, as on a server that has bee
 while, like the raw loop, which warms its model before timing. The warm-up job's figures
 (``warmup_first_vector_s``, ``warmup_s``: a job started with a freshly started stack) are
 reported beside it. ``cold=True`` (``--twophase-cold``) starts the measured job with the stack
-instead, as before 2026-12-01 evening: the worker's boot-time model load then shares the cores with
-the text phase and delays the first embedder call.
+instead, as the section did before the warm-up existed: the worker's boot-time model load then
+shares the cores with the text phase and delays the first embedder call.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ def _machine_ticks() -> tuple[int, int, int]:
 
 
 class JobCpu:
-    """CPU seconds of each part of the stack (and the machine's idle ones) between :meth:`start` and :meth:`stop`.
+    """CPU seconds of each part of the stack, and the machine's idle and steal shares, from start to stop.
 
     Where ``calls_beyond_raw_s`` comes from: what else ran on the model's cores during the job.
     RabbitMQ is shared by every vhost on the machine, so its figure is an upper bound of the job's.
