@@ -12,6 +12,7 @@ A baseline repository is indexed first; every test ends by checking that its ``f
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -480,11 +481,17 @@ async def test_hundred_thousand_files_plan_and_cancel(
 
     About 30 s here (most of it writing the files), so it runs in the default suite."""
     repo = tree.allowed / "huge"
-    for directory in range(100):
-        folder = repo / f"d{directory:03}"
-        folder.mkdir(parents=True)
-        for index in range(1000):
-            (folder / f"f{index:04}.py").write_bytes(b"v = %d\n" % index)
+
+    def write_tree() -> None:
+        for directory in range(100):
+            folder = repo / f"d{directory:03}"
+            folder.mkdir(parents=True)
+            for index in range(1000):
+                (folder / f"f{index:04}.py").write_bytes(b"v = %d\n" % index)
+
+    # In a thread: written on this event loop, the files (a minute on a slow disk) would stall the
+    # MCP client's streams on it, and its next request would fail on a dropped connection.
+    await asyncio.to_thread(write_tree)
     started = await client.call("start_indexing_background", repo_path=str(repo), name="huge")
     latencies: list[float] = []
 
