@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.embedders.local_model import MAX_TOKENS, LocalModelEmbedder, bundled_model_dir
+from actors.embedders.local_model import MAX_TOKENS, LocalModelEmbedder, bundled_model_dir, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 Encode = Callable[[list[str], int], np.ndarray]
@@ -202,11 +202,7 @@ def onnx_variant(quantised: bool, workdir: Path, per_channel: bool = False) -> E
     options.intra_op_num_threads = 2
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
-    tok.enable_truncation(MAX_TOKENS)
-    tok.no_padding()
+    tok = load_tokenizer()
 
     def encode(texts: list[str], batch: int) -> np.ndarray:
         tokens = [item.ids for item in tok.encode_batch(texts)]
@@ -302,7 +298,6 @@ def recipe_variant(name: str, workdir: Path, threads: int = 0) -> Encode:
     """An int8 recipe of ``parse_recipe`` built from the fused graph (made once per run) and run
     exactly as ``local-int8`` runs (same session options, batching and pooling)."""
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
     from actors.embedders.onnx_int8 import Int8OnnxEmbedder, export_fused, quantize
 
@@ -316,9 +311,7 @@ def recipe_variant(name: str, workdir: Path, threads: int = 0) -> Encode:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
-    tokenizer.enable_truncation(MAX_TOKENS)
-    tokenizer.no_padding()
+    tokenizer = load_tokenizer()
     embedders: dict[int, Int8OnnxEmbedder] = {}
 
     def encode(texts: list[str], batch: int) -> np.ndarray:

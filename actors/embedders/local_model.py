@@ -48,6 +48,17 @@ def bundled_model_dir() -> Path:
     return Path(get_model_path())
 
 
+def load_tokenizer(directory: Path | None = None) -> Any:
+    """The model's tokenizer (from ``directory``, default the bundled model) as every local runtime
+    uses it: truncated to :data:`MAX_TOKENS`, unpadded (each runtime pads its length-sorted sub-batches)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str((directory or bundled_model_dir()) / "tokenizer.json"))
+    tokenizer.enable_truncation(MAX_TOKENS)
+    tokenizer.no_padding()
+    return tokenizer
+
+
 def bundled_model_dimension() -> int:
     config = json.loads((bundled_model_dir() / "config.json").read_text(encoding="utf-8"))
     return int(config["hidden_size"])
@@ -135,7 +146,6 @@ def load_model(requested: str, threads: int = 0) -> tuple[str, Any, Any]:
             # A weight-loading progress bar on stderr would garble the CLI's own output.
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             import torch
-            from tokenizers import Tokenizer
             from transformers import AutoModel
             from transformers.utils import logging as transformers_logging
 
@@ -144,9 +154,7 @@ def load_model(requested: str, threads: int = 0) -> tuple[str, Any, Any]:
             runtime = resolve_runtime(requested)
             if threads > 0:
                 torch.set_num_threads(threads)
-            tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
-            tokenizer.enable_truncation(MAX_TOKENS)
-            tokenizer.no_padding()  # padded per length-sorted sub-batch in _forward
+            tokenizer = load_tokenizer()
             model = AutoModel.from_pretrained(str(bundled_model_dir())).eval()
             if runtime == "cuda":
                 model = model.to("cuda", dtype=torch.float16)

@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actors.embedders.local_model import MAX_TOKENS, MODEL_NAME, LocalModelEmbedder, bundled_model_dir, pad_batch
+from actors.embedders.local_model import (
+    MODEL_NAME,
+    LocalModelEmbedder,
+    bundled_model_dir,
+    load_tokenizer,
+    pad_batch,
+)
 
 if TYPE_CHECKING:
     from actors.embedders.base import Vectors
@@ -251,7 +257,6 @@ def load_int8(cache_root: Path, threads: int = 0) -> tuple[Any, Any]:
     with _load_lock:
         if (cache_root, threads) not in _sessions:
             import onnxruntime as ort
-            from tokenizers import Tokenizer
 
             directory = ensure_int8_model(cache_root)
             options = ort.SessionOptions()
@@ -261,9 +266,7 @@ def load_int8(cache_root: Path, threads: int = 0) -> tuple[Any, Any]:
             # Idle threads spinning for work would take CPU from the worker's chunking and writing.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(directory / _MODEL_FILE), options, providers=["CPUExecutionProvider"])
-            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            tokenizer.enable_truncation(MAX_TOKENS)
-            tokenizer.no_padding()
+            tokenizer = load_tokenizer(directory)
             _sessions[(cache_root, threads)] = (tokenizer, session)
         return _sessions[(cache_root, threads)]
 
