@@ -7,7 +7,10 @@ for ``heartbeat=10`` (RabbitMQ uses the lower of the two sides' values), which b
 at two or three heartbeat intervals. A group frozen inside a transaction also holds its batch
 and job row locks, which every other worker then waits on (the test freezes group A until it
 catches it so): PostgreSQL now ends such a session after ``DB_IDLE_IN_TRANSACTION_SECONDS`` (15 s
-here, 60 s by default). Real server, two real
+here, 60 s by default). To catch it there every time, not by luck, the test holds the job's row
+while it freezes group A: the stage transactions that reach their job-row lock queue behind it with
+their batch locks held, and once released they finish that statement and sit in the transaction
+with a stopped client. Real server, two real
 worker groups, real RabbitMQ and PostgreSQL: group A is frozen mid-job and stays frozen until the
 job has completed on group B.
 
@@ -32,7 +35,7 @@ import pytest
 
 from tests.fixtures.fake_embedding_server import set_embed_delay
 from tests.fixtures.generate_test_repo import generate_repo
-from tests.integration.stack import BIN, Stack, finish, free_port
+from tests.integration.stack import BIN, McpClient, Stack, finish, free_port
 
 HEARTBEAT = int(os.environ.get("CBM_FROZEN_HEARTBEAT", "10"))
 IDLE_IN_TRANSACTION = 15
@@ -84,6 +87,45 @@ async def _frozen_in_transaction(db: asyncpg.Pool) -> int:
     return len(first & {(row["pid"], row["xact_start"]) for row in await db.fetch(query)})
 
 
+async def _workers_waiting_on_a_row(db: asyncpg.Pool) -> int:
+    query = (
+        "SELECT count(DISTINCT a.pid) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+        "WHERE a.application_name = 'codebase-mcp' AND NOT l.granted"
+    )
+    return int(await db.fetchval(query))
+
+
+async def _freeze_inside_a_transaction(
+    db: asyncpg.Pool, client: McpClient, job_id: str, group: int
+) -> tuple[int, float, int]:
+    """SIGSTOP ``group`` while some of its stage transactions hold batch row locks; returns how many
+    of its sessions were caught so, when it was frozen, and on which try.
+
+    Freezing at a random moment catches a worker between transactions most of the time (its
+    embedding calls run outside any), and the job can end first. So the job's row is held for a
+    moment: the stage transactions that reach their job-row lock (the ledger takes it last, after
+    the batch's) wait with their batch locks held, group A is stopped, the row is released, and
+    their statements finish into a transaction whose client is stopped. A group that had none
+    waiting is let go and tried again."""
+    for attempt in range(1, 21):
+        async with db.acquire() as holder, holder.transaction():
+            await holder.execute("SELECT 1 FROM indexing_jobs WHERE id = $1 FOR UPDATE", uuid.UUID(job_id))
+            queued_by = time.monotonic() + 3.0
+            while await _workers_waiting_on_a_row(db) < 2 and time.monotonic() < queued_by:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # both groups' writers reach the lock
+            os.killpg(group, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+        caught = await _frozen_in_transaction(db)
+        if caught:
+            return caught, frozen_at, attempt
+        os.killpg(group, signal.SIGCONT)
+        status = await client.call("get_indexing_status", job_id=job_id)
+        assert status["status"] == "running", f"the job ended before group A was caught in a transaction: {status}"
+        await asyncio.sleep(0.2)
+    raise AssertionError("group A was never caught holding row locks inside a transaction in 20 tries")
+
+
 async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
     stack: Stack, second_group: subprocess.Popen[bytes], db: asyncpg.Pool, fake_embedding_url: str
 ) -> None:
@@ -103,18 +145,9 @@ async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
                     break
                 assert time.monotonic() < deadline and status["status"] == "running", status
                 await asyncio.sleep(0.2)
-            # Freeze group A until it is caught inside a transaction (holding row locks), the worse
-            # case; the hostile tester's lockstop did the same. Group B and the server move on.
-            in_transaction = 0
-            for _attempt in range(60):
-                os.killpg(frozen_group, signal.SIGSTOP)
-                frozen_at = time.monotonic()
-                in_transaction = await _frozen_in_transaction(db)
-                if in_transaction:
-                    break
-                os.killpg(frozen_group, signal.SIGCONT)
-                await asyncio.sleep(0.1 * (_attempt % 4))
-            assert in_transaction, "group A was never caught holding row locks inside a transaction"
+            # Freeze group A inside a transaction (holding row locks), the worse case; the hostile
+            # tester's lockstop did the same. Group B and the server move on.
+            in_transaction, frozen_at, tries = await _freeze_inside_a_transaction(db, client, job_id, frozen_group)
             held = await _in_flight(db, job_id)
             moved_after: float | None = None
             # The bound: a few heartbeat intervals or the idle-in-transaction timeout past the freeze,
@@ -143,7 +176,8 @@ async def test_a_frozen_worker_group_hands_its_messages_to_a_healthy_one(
     moved = f"{moved_after:.1f}" if moved_after is not None else "?"
     print(
         f"\nfrozen worker group (heartbeat={HEARTBEAT} s): {len(held)} batches in flight at the freeze, "
-        f"{in_transaction} session(s) frozen holding batch or job row locks; all batches moved on {moved} s later; job "
+        f"{in_transaction} session(s) frozen holding batch or job row locks (try {tries}); "
+        f"all batches moved on {moved} s later; job "
         f"completed {completed_after:.1f} s after the freeze, with group A still stopped"
     )
     async with db.acquire() as conn:
