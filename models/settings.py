@@ -160,6 +160,18 @@ class Settings(BaseSettings):
         le=30,
         description="A tool that publishes first checks RabbitMQ's port this fast and fails at once if it is down.",
     )
+    start_local_broker: bool = Field(
+        default=True,
+        description="When RabbitMQ's port is closed and BROKER_URL is on loopback, start the installed "
+        "rabbitmq-server (as after a reboot); false only reports it.",
+    )
+    broker_start_wait_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="How long a tool call waits for a local RabbitMQ this server is starting before it answers "
+        "'retry in a few seconds' (the start goes on).",
+    )
     # Planning (issue 12: a re-index after one save reads that file, not the whole tree).
     trust_mtime: bool = Field(
         default=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -48,7 +47,7 @@ from server.service import (
     readiness,
 )
 from server.sessions import bound_sessions
-from server.supervisor import supervised_workers
+from server.supervisor import background, supervised_workers
 from server.watcher import watching
 
 logger = logging.getLogger(__name__)
@@ -61,6 +60,8 @@ INSTRUCTIONS = (
     "keeps a repository fresh on every save."
 )
 UPKEEP_INTERVAL_SECONDS = 30.0
+#: How often a server that started with RabbitMQ down checks it again before resuming jobs.
+BROKER_RETRY_SECONDS = 2.0
 
 # Tool argument types. The descriptions and bounds go into each tool's input schema, which is all an
 # agent sees of a parameter; ``strict``: ``true`` or ``"10"`` for a number is refused, not coerced.
@@ -212,6 +213,10 @@ async def _upkeep(service: IndexingService) -> None:
     while True:
         await asyncio.sleep(UPKEEP_INTERVAL_SECONDS)
         try:
+            problem = await service.broker_problem()
+            if problem is not None:
+                # A local RabbitMQ that stopped since start-up is started again (server/local_broker.py).
+                await service.local_broker.recover(problem)
             await service.reap()
         except Exception as error:  # upkeep must outlive a database blip; the next round retries
             logger.exception("upkeep round failed")
@@ -219,20 +224,48 @@ async def _upkeep(service: IndexingService) -> None:
                 await revive_embedded_postgres(service.settings)
 
 
+async def _broker_answers(service: IndexingService) -> None:
+    """Return once RabbitMQ's port answers, starting the local broker if this server may."""
+    said = None
+    while (problem := await service.broker_problem()) is not None:
+        problem = await service.local_broker.recover(problem)
+        if problem is None:
+            return
+        if problem != said:
+            logger.warning("interrupted jobs resume once RabbitMQ answers: %s", problem)
+            said = problem
+        await asyncio.sleep(BROKER_RETRY_SECONDS)
+
+
+async def _resume_then_keep_up(service: IndexingService, *, resumed: bool) -> None:
+    """Resume interrupted jobs (unless done already), then run the watcher and upkeep until cancelled."""
+    while not resumed:
+        await _broker_answers(service)
+        try:
+            await service.resume()
+            resumed = True
+        except Exception:  # the broker or database went away again: wait for them and retry
+            logger.exception("resuming interrupted jobs failed; retrying")
+            await asyncio.sleep(BROKER_RETRY_SECONDS)
+    # After resume: a watch's catch-up job must not race the re-planning of interrupted jobs.
+    async with watching(service):
+        await _upkeep(service)
+
+
 @asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[IndexingService]:
-    """Open the service, resume interrupted jobs, keep upkeep and the local worker pool running while open."""
+    """Open the service, resume interrupted jobs, keep upkeep and the local worker pool running while open.
+
+    With RabbitMQ answering, jobs are resumed before the first request. With it down (a reboot
+    stopped the local one), the server answers at once and resumes in the background once the
+    broker it starts (server/local_broker.py) is up: resuming publishes, and must not fail start-up.
+    """
     async with IndexingService.open(settings) as service, supervised_workers(settings):
-        await service.resume()
-        upkeep = asyncio.create_task(_upkeep(service))
-        try:
-            # After resume: a watch's catch-up job must not race the re-planning of interrupted jobs.
-            async with watching(service):
-                yield service
-        finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+        broker_up = await service.broker_problem() is None
+        if broker_up:
+            await service.resume()
+        async with background(_resume_then_keep_up(service, resumed=broker_up), "resume-and-upkeep"):
+            yield service
 
 
 @asynccontextmanager

@@ -44,6 +44,7 @@ from models.migrate import upgrade_to_head
 from models.roles import ROLES, SCOPES, roles_for
 from models.settings import Settings
 from server.errors import BrokerUnavailableError, InvalidStateError, NotFoundError, ValidationError
+from server.local_broker import LocalBroker
 from server.schemas import (
     DeletedRepository,
     JobList,
@@ -233,6 +234,8 @@ class IndexingService:
         self._worker_note = WorkerNote(settings)
         #: Set when this process turns a watch on or off, so its watcher (server/watcher.py) looks at once.
         self.watches_changed = asyncio.Event()
+        #: Starts this machine's RabbitMQ when its port is found closed (server/local_broker.py).
+        self.local_broker = LocalBroker(settings, self.broker_problem)
 
     @classmethod
     @asynccontextmanager
@@ -247,6 +250,7 @@ class IndexingService:
         try:
             yield service
         finally:
+            await service.local_broker.aclose()
             for embedder in service._embedders.values():
                 await embedder.aclose()
             await engine.dispose()
@@ -335,8 +339,11 @@ class IndexingService:
         return None
 
     async def require_broker(self) -> None:
-        """Raise :class:`BrokerUnavailableError` (naming the fix) at once when RabbitMQ's port is closed."""
+        """Raise :class:`BrokerUnavailableError` (naming the fix) when RabbitMQ's port is closed: at
+        once, or, for a local broker this server may start, after waiting on that start."""
         problem = await self.broker_problem()
+        if problem is not None:
+            problem = await self.local_broker.recover(problem)
         if problem is not None:
             raise BrokerUnavailableError(broker_fix(problem))
 

@@ -10,6 +10,8 @@ import pytest
 
 from models.settings import Settings
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
 
 def test_defaults_without_environment() -> None:
     settings = Settings()
@@ -129,3 +131,15 @@ def test_invalid_constructor_values_are_rejected() -> None:
         Settings(batch_size=0)
     with pytest.raises(pydantic.ValidationError):
         Settings(chunk_max_chars=10)
+
+
+def test_every_setting_has_a_row_in_the_readme_table() -> None:
+    rows = {
+        line.split("|")[1].strip().strip("`")
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `CODEBASE_MCP_")
+    }
+    missing = sorted(
+        f"CODEBASE_MCP_{name.upper()}" for name in Settings.model_fields if f"CODEBASE_MCP_{name.upper()}" not in rows
+    )
+    assert not missing, f"settings without a row in README.md's table: {missing}"
