@@ -122,7 +122,8 @@ def check_broker(settings: Settings) -> Check:
             "broker",
             False,
             f"RabbitMQ at {where} unreachable: {type(error).__name__}: {error}",
-            "start RabbitMQ, or fix CODEBASE_MCP_BROKER_URL (host, port, vhost, user, password)",
+            "start RabbitMQ (`codebase-mcp setup`; `codebase-mcp serve` starts a local one it finds stopped), "
+            "or fix CODEBASE_MCP_BROKER_URL (host, port, vhost, user, password)",
         )
     described = ", ".join(f"{queue} {stats[queue][1]}" for queue in ALL_QUEUES if queue in stats)
     undeclared = [queue for queue in ALL_QUEUES if queue not in stats]
