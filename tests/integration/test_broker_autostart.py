@@ -13,7 +13,6 @@ stands for the machine's broker after a reboot: the servers get its ``RABBITMQ_*
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -68,7 +67,7 @@ async def test_serve_starts_a_stopped_local_rabbitmq_and_resumes_the_job_it_inte
 ) -> None:
     # A database of its own: no other test's live job is resumed here.
     own_database = await make_database("broker_autostart")
-    repo = Path(tempfile.mkdtemp(prefix="cbm-test-autostart-")) / "repo"
+    repo = tmp_path / "repo"
     repo.mkdir()
     for index in range(12):
         (repo / f"module_{index}.py").write_text(f"def rebooted_helper_{index}(value):\n    return value * {index}\n")
