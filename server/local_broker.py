@@ -46,12 +46,11 @@ REFUSED_GRACE_SECONDS = 5.0
 LAUNCH_TIMEOUT_SECONDS = 60.0
 LAUNCHER = "rabbitmq-server"
 
-#: Why the port does not answer, or None when it does (``IndexingService.broker_problem``).
-Probe = Callable[[], Awaitable[str | None]]
-
-
 DEFAULT_CONFIG_FILE = Path("/etc/rabbitmq/rabbitmq.conf")
 AMQP_PORT = 5672
+
+#: Why the port does not answer, or None when it does (``IndexingService.broker_problem``).
+Probe = Callable[[], Awaitable[str | None]]
 
 
 def _last_line(path: Path) -> str:
@@ -142,29 +141,29 @@ class LocalBroker:
             return None
         began = time.monotonic()
         log_path = self.settings.data_dir / "logs" / "rabbitmq-start.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with (self.settings.data_dir / "rabbitmq-start.lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                launching = True
-            except BlockingIOError:
-                launching = False  # another server is launching it: wait for the same port
-            code = 0
-            if launching:
-                logger.warning("%s: starting it with `%s -detached` (output: %s)", problem, launcher, log_path)
-                self.starts += 1
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with (self.settings.data_dir / "rabbitmq-start.lock").open("a") as lock:
                 try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    launching = True
+                except BlockingIOError:
+                    launching = False  # another server is launching it: wait for the same port
+                code = 0
+                if launching:
+                    logger.warning("%s: starting it with `%s -detached` (output: %s)", problem, launcher, log_path)
+                    self.starts += 1
                     code = await self._launch(launcher, log_path)
-                except (OSError, TimeoutError) as error:
-                    return self._failed(f"could not run {launcher}: {error}")
-            # A launcher that refused (not root, node name taken) gets a short grace, not the full wait.
-            deadline = START_DEADLINE_SECONDS if code == 0 else REFUSED_GRACE_SECONDS
-            while time.monotonic() - began < deadline:
-                if await self._probe() is None:
-                    logger.warning("local RabbitMQ is up after %.1fs", time.monotonic() - began)
-                    self._failure = None
-                    return None
-                await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+                # A launcher that refused (not root, node name taken) gets a short grace, not the full wait.
+                deadline = START_DEADLINE_SECONDS if code == 0 else REFUSED_GRACE_SECONDS
+                while time.monotonic() - began < deadline:
+                    if await self._probe() is None:
+                        logger.warning("local RabbitMQ is up after %.1fs", time.monotonic() - began)
+                        self._failure = None
+                        return None
+                    await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+        except (OSError, TimeoutError) as error:
+            return self._failed(f"could not run {launcher}: {type(error).__name__}: {error}")
         said = _last_line(log_path)
         return self._failed(
             f"`{launcher} -detached` exited {code}{f' ({said})' if said else ''} and nothing answered within "
