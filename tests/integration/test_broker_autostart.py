@@ -8,10 +8,12 @@ stands for the machine's broker after a reboot: the servers get its ``RABBITMQ_*
 2. A server started while the broker is down, with a job that was running when it went down, still
    starts and answers at once (it used to exit: resuming the job publishes), starts the broker,
    resumes the job and its own workers complete it.
+3. The same first start driven by the MCP Inspector from the configuration ``setup`` prints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from server.setup import client_configs, client_env, server_command
+from tests.fixtures.generate_test_repo import generate_repo
 from tests.fixtures.rabbitmq_node import RabbitNode, make_private_node
 from tests.integration.stack import REPO_ROOT, finish, free_port
 from tests.integration.test_broker_down import jobs_in
+from tests.integration.test_inspector import Inspector, finds, follow
 from tests.integration.test_supervisor import stdio_session
 
 
@@ -105,3 +110,31 @@ async def test_serve_starts_a_stopped_local_rabbitmq_and_resumes_the_job_it_inte
     assert any("module_7.py" in hit["file_path"] for hit in hits["results"]), hits
     log = (tmp_path / "second.log").read_text(encoding="utf-8")
     assert "starting it with" in log and "local RabbitMQ is up" in log, log[-3000:]
+
+
+async def test_an_assistant_adds_the_server_while_rabbitmq_is_stopped(
+    base_env: dict[str, str],
+    make_database: Callable[[str], Awaitable[str]],
+    stopped_node: RabbitNode,
+    tmp_path: Path,
+) -> None:
+    """The MCP Inspector (a client no one here wrote) starts the server from the configuration
+    ``setup`` prints, with the broker stopped: connect, index, follow, search, as an assistant does."""
+    repo = tmp_path / "repo"
+    generate_repo(repo, 20, 30, seed=17)
+    env = server_env(base_env, await make_database("broker_autostart"), stopped_node, tmp_path / "data", "auto")
+    # The node's RABBITMQ_* variables stand for the machine's defaults; the rest as in test_inspector.
+    extra = {key: value for key, value in env.items() if key.startswith("RABBITMQ_")}
+    extra |= {key: env[key] for key in ("PYTHONPATH", "dramatiq_prom_port", "dramatiq_prom_db") if key in env}
+    config = client_configs(server_command(), {**client_env(env), **extra}, "http://127.0.0.1:8765/mcp")["cursor"]
+    (tmp_path / "mcp.json").write_text(config)
+    inspector = Inspector(tmp_path / "mcp.json", tmp_path / "home")
+    try:
+        await asyncio.to_thread(inspector.connect, "editor")
+        started = await asyncio.to_thread(inspector.call, "editor", "start_indexing_background", repo_path=str(repo))
+        final = await follow(inspector, "editor", started["job_id"], timeout=240)
+        assert final["status"] == "completed" and final["files_failed"] == 0, final
+        await finds(inspector, "editor", repo)
+    finally:
+        await asyncio.to_thread(inspector.stop)
+    assert node_runs(stopped_node)
