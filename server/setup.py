@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from models.settings import Settings
+from server.local_broker import LOCAL_HOSTS
 
 RABBITMQ_DIR = Path(__file__).resolve().parents[1] / "rabbitmq"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SERVER_NAME = "codebase"
 #: Settings a client configuration never carries: HTTP-only or secret.
 _NOT_FOR_CLIENTS = ("CODEBASE_MCP_AUTH_TOKEN",)
