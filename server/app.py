@@ -213,10 +213,8 @@ async def _upkeep(service: IndexingService) -> None:
     while True:
         await asyncio.sleep(UPKEEP_INTERVAL_SECONDS)
         try:
-            problem = await service.broker_problem()
-            if problem is not None:
-                # A local RabbitMQ that stopped since start-up is started again (server/local_broker.py).
-                await service.local_broker.recover(problem)
+            # A local RabbitMQ that stopped since start-up is started again (server/local_broker.py).
+            await service.broker_problem_after_start()
             await service.reap()
         except Exception as error:  # upkeep must outlive a database blip; the next round retries
             logger.exception("upkeep round failed")
@@ -227,10 +225,7 @@ async def _upkeep(service: IndexingService) -> None:
 async def _broker_answers(service: IndexingService) -> None:
     """Return once RabbitMQ's port answers, starting the local broker if this server may."""
     said = None
-    while (problem := await service.broker_problem()) is not None:
-        problem = await service.local_broker.recover(problem)
-        if problem is None:
-            return
+    while (problem := await service.broker_problem_after_start()) is not None:
         if problem != said:
             logger.warning("interrupted jobs resume once RabbitMQ answers: %s", problem)
             said = problem

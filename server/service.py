@@ -338,12 +338,18 @@ class IndexingService:
             await writer.wait_closed()
         return None
 
+    async def broker_problem_after_start(self) -> str | None:
+        """:meth:`broker_problem`, but a closed local broker this server may start is started (and
+        waited on, see server/local_broker.py) first; None once RabbitMQ answers."""
+        problem = await self.broker_problem()
+        if problem is None:
+            return None
+        return await self.local_broker.recover(problem)
+
     async def require_broker(self) -> None:
         """Raise :class:`BrokerUnavailableError` (naming the fix) when RabbitMQ's port is closed: at
         once, or, for a local broker this server may start, after waiting on that start."""
-        problem = await self.broker_problem()
-        if problem is not None:
-            problem = await self.local_broker.recover(problem)
+        problem = await self.broker_problem_after_start()
         if problem is not None:
             raise BrokerUnavailableError(broker_fix(problem))
 
